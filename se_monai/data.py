@@ -1,0 +1,227 @@
+"""Offline brain-tissue data: the ICBM 2009a template shipped in the nilearn wheel, as an MSD-layout dataset.
+
+The template (Fonov et al., NeuroImage 2011; ICBM 2009a nonlinear symmetric, 197 x 233 x 189 voxels, 1 mm,
+skull-stripped T1 and grey/white-matter probability maps) is found inside the installed nilearn package: nothing
+is downloaded. Labels: 0 other (CSF and background), 1 grey matter, 2 white matter, the argmax of
+(1 - p_gm - p_wm, p_gm, p_wm).
+
+:func:`prepare_brain_tissue_dataset` writes a Medical Segmentation Decathlon layout (``imagesTr/``, ``labelsTr/``,
+``imagesTs/``, ``labelsTs/``, ``dataset.json``): training subjects synthesised from the template by random smooth
+deformation, isotropic rescaling, intensity and contrast changes, bias field and noise (MONAI transforms), and the
+real template T1 as the held-out test image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai import transforms as mt
+from tqdm import tqdm
+
+__all__ = ["LABELS", "icbm152_paths", "tissue_labels", "load_icbm152", "synthesis_transform", "list_nifti",
+           "labelled_test_datalist",
+           "prepare_brain_tissue_dataset"]  # fmt: skip
+
+#: Label values of the brain-tissue task.
+LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
+_TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def icbm152_paths() -> dict[str, Path]:
+    """Paths of the ICBM152 2009a T1, grey- and white-matter maps inside the installed nilearn package.
+
+    Returns:
+        ``{"t1": Path, "gm": Path, "wm": Path}``.
+
+    Raises:
+        FileNotFoundError: nilearn is not installed or its wheel lacks the template files.
+    """
+    try:
+        root = Path(str(resources.files("nilearn.datasets") / "data"))
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError("nilearn is not installed; it ships the ICBM152 template (pip install nilearn)") from err
+    paths = {key: root / _TEMPLATE.format(key) for key in ("t1", "gm", "wm")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"ICBM152 template files not found in the nilearn package: {', '.join(missing)}")
+    return paths
+
+
+def tissue_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
+    """Labels 0 other, 1 grey matter, 2 white matter from probability maps in [0, 1] (argmax; ties go low).
+
+    Args:
+        gm, wm: arrays of the same shape, probabilities in [0, 1].
+
+    Returns:
+        uint8 array of that shape.
+    """
+    other = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    return np.argmax(np.stack([other, gm, wm]), axis=0).astype(np.uint8)
+
+
+def load_icbm152() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The template as arrays: T1 (float32, 0..255), GM and WM probabilities (float32, 0..1), and the affine."""
+    paths = icbm152_paths()
+    images = {k: nib.load(str(p)) for k, p in paths.items()}
+    t1 = images["t1"].get_fdata(dtype=np.float32)
+    gm = images["gm"].get_fdata(dtype=np.float32) / 255.0
+    wm = images["wm"].get_fdata(dtype=np.float32) / 255.0
+    return t1, gm, wm, images["t1"].affine
+
+
+def synthesis_transform(
+    rescale_range: tuple[float, float] = (0.85, 1.15), seed: int = 0
+) -> mt.Compose:
+    """MONAI transform that makes one synthetic subject from ``{"image": (3, D, H, W)}`` = (T1, p_gm, p_wm).
+
+    Geometry (all three channels, trilinear): a random smooth elastic deformation (displacement sigma 8-10
+    voxels, magnitude 60-120), rotation up to 0.1 rad, and one isotropic rescale factor in ``rescale_range``
+    (``keep_size``: the field of view stays 197 x 233 x 189). Intensity (T1 only): gamma contrast, a smooth bias
+    field, global scaling and shift, slight blur, and Gaussian noise inside the head.
+    """
+    geometry = mt.Compose(
+        [
+            mt.Rand3DElasticd(
+                keys="image", sigma_range=(8, 10), magnitude_range=(60, 120), prob=1.0, rotate_range=(0.1,) * 3,
+                mode="bilinear", padding_mode="zeros",
+            ),
+            mt.RandZoomd(keys="image", prob=1.0, min_zoom=rescale_range[0], max_zoom=rescale_range[1],
+                         mode="trilinear", keep_size=True, padding_mode="constant"),
+        ]
+    )  # fmt: skip
+    intensity = mt.Compose(
+        [
+            mt.ScaleIntensityd(keys="t1"),
+            mt.RandAdjustContrastd(keys="t1", prob=1.0, gamma=(0.6, 1.6)),
+            mt.RandBiasFieldd(keys="t1", prob=1.0, coeff_range=(0.1, 0.3), degree=3),
+            mt.RandGaussianSmoothd(keys="t1", prob=0.5, sigma_x=(0.3, 0.8), sigma_y=(0.3, 0.8), sigma_z=(0.3, 0.8)),
+            mt.RandScaleIntensityd(keys="t1", prob=1.0, factors=0.3),
+            mt.RandGaussianNoised(keys="t1", prob=1.0, mean=0.0, std=0.03),
+        ]
+    )
+    composed = mt.Compose([geometry, intensity])
+    composed.set_random_state(seed=seed)
+    return composed
+
+
+def _synthesise(volume: np.ndarray, transform: mt.Compose) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the synthesis to a (3, D, H, W) stack; returns (T1 float32, labels uint8)."""
+    geometry, intensity = transform.transforms
+    moved = geometry({"image": torch.from_numpy(volume)})["image"]
+    moved = torch.as_tensor(moved).float()
+    head = moved[0] > 1.0  # template T1 is 0 outside the head (skull-stripped)
+    labels = tissue_labels(moved[1].clamp(0, 1).numpy(), moved[2].clamp(0, 1).numpy())
+    t1 = intensity({"t1": moved[:1]})["t1"]
+    t1 = torch.as_tensor(t1)[0].clamp_min(0) * head  # noise and bias only inside the head, as in the test image
+    return t1.numpy().astype(np.float32), labels
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+def prepare_brain_tissue_dataset(
+    root: str | os.PathLike, num_subjects: int = 12, seed: int = 0, overwrite: bool = False
+) -> Path:
+    """Write the ICBM152 brain-tissue dataset in the MSD layout under ``root``.
+
+    Args:
+        root: output folder; created if missing.
+        num_subjects: synthetic training subjects (``imagesTr/subject_XXX.nii.gz`` with ``labelsTr/``).
+        seed: random seed; the same seed writes the same data.
+        overwrite: rewrite files that exist (else they are kept, so an interrupted run resumes).
+
+    Returns:
+        Path of ``dataset.json``. The real template T1 is ``imagesTs/icbm152_t1.nii.gz`` and its labels
+        ``labelsTs/icbm152_t1.nii.gz``.
+
+    Raises:
+        FileNotFoundError: the template is not in the nilearn package. ValueError: ``num_subjects < 1``.
+    """
+    if num_subjects < 1:
+        raise ValueError(f"num_subjects must be >= 1, got {num_subjects}")
+    root = Path(root)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    t1, gm, wm, affine = load_icbm152()
+    test_image, test_label = root / "imagesTs" / "icbm152_t1.nii.gz", root / "labelsTs" / "icbm152_t1.nii.gz"
+    if overwrite or not test_image.exists():
+        _save(t1, affine, test_image)
+    if overwrite or not test_label.exists():
+        _save(tissue_labels(gm, wm), affine, test_label)
+
+    stack = np.stack([t1, gm, wm]).astype(np.float32)
+    training = []
+    for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject"):
+        name = f"subject_{i:03d}.nii.gz"
+        image_path, label_path = root / "imagesTr" / name, root / "labelsTr" / name
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        if not overwrite and image_path.exists() and label_path.exists():
+            continue
+        image, label = _synthesise(stack, synthesis_transform(seed=seed * 10007 + i))
+        _save(label, affine, label_path)
+        _save(image, affine, image_path)
+
+    description = {
+        "name": "ICBM152BrainTissue",
+        "description": "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects "
+        "synthesised by random deformation, rescaling, contrast, bias field and noise; the real T1 held out.",
+        "reference": "Fonov et al., NeuroImage 54(1), 2011; template files from the nilearn package",
+        "licence": "ICBM152 template licence (see nilearn)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "T1"},
+        "labels": LABELS,
+        "numTraining": num_subjects,
+        "numTest": 1,
+        "training": training,
+        "test": ["./imagesTs/icbm152_t1.nii.gz"],
+    }
+    path = root / "dataset.json"
+    path.write_text(json.dumps(description, indent=2) + "\n")
+    return path
+
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def list_nifti(folder: str | os.PathLike) -> list[str]:
+    """NIfTI files to segment in ``folder``: its ``imagesTs/`` when it is an MSD dataset, else the folder itself.
+
+    Returns:
+        Sorted paths (str) of ``*.nii`` and ``*.nii.gz`` files.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no NIfTI file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    source = folder / "imagesTs" if (folder / "imagesTs").is_dir() else folder
+    files = sorted(str(p) for p in source.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"{source}: no NIfTI (.nii, .nii.gz) files")
+    return files
+
+
+def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """``[{"image", "label"}]`` pairs of an MSD dataset's ``imagesTs/`` with same-named files in ``labelsTs/``.
+
+    Raises:
+        FileNotFoundError: no test image has a label.
+    """
+    root = Path(dataset_dir)
+    pairs = [
+        {"image": image, "label": str(root / "labelsTs" / Path(image).name)}
+        for image in list_nifti(root / "imagesTs")
+        if (root / "labelsTs" / Path(image).name).is_file()
+    ]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no imagesTs/ file has a label of the same name in labelsTs/")
+    return pairs

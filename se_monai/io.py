@@ -1,0 +1,106 @@
+"""NIfTI input checks and safe output writing for the command line.
+
+Every problem with a user's file becomes one :class:`InputError` whose message names the file and the problem;
+outputs are written to a temporary file beside the target and moved into place only when complete, so a failure
+never leaves a partial output and an input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["InputError", "NIFTI_SUFFIXES", "check_nifti", "check_output_path", "staged_output_dir"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class InputError(ValueError):
+    """A user-supplied file or path cannot be used; the message is one line naming the file and the problem."""
+
+
+def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, int]:
+    """Check that ``path`` is a readable NIfTI volume with ``channels`` channel(s).
+
+    Accepted: 3-D ``(X, Y, Z)`` when ``channels == 1``, or 4-D ``(X, Y, Z, channels)``.
+
+    Args:
+        path: the file to check.
+        channels: number of image channels the model takes.
+
+    Returns:
+        The spatial shape ``(X, Y, Z)`` in voxels.
+
+    Raises:
+        InputError: missing file, a folder, an empty file, not a NIfTI, corrupt or truncated data, wrong
+            dimensionality, wrong channel count, or a volume with no voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        image = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
+        raise InputError(f"{path}: not a readable NIfTI image ({type(err).__name__}: {err})".splitlines()[0]) from err
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI image ({type(image).__name__})")
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 3 and channels != 1:
+        raise InputError(f"{path}: has 1 channel, the model expects {channels}")
+    if len(shape) == 4 and shape[3] != channels:
+        raise InputError(f"{path}: has {shape[3]} channels (shape {shape}), the model expects {channels}")
+    if len(shape) not in (3, 4):
+        raise InputError(f"{path}: expected a 3-D volume (or 4-D with channels last), got {len(shape)}-D shape {shape}")
+    if min(shape) < 1:
+        raise InputError(f"{path}: empty volume (shape {shape})")
+    try:
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
+        raise InputError(f"{path}: corrupt or truncated NIfTI data ({type(err).__name__}: {err})".splitlines()[0]) from err
+    if not np.isfinite(data).all():
+        raise InputError(f"{path}: contains NaN or infinite values")
+    return shape[:3]  # type: ignore[return-value]
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """Check that ``output`` is a NIfTI path in an existing folder and is none of ``inputs``.
+
+    Raises:
+        InputError: wrong suffix, missing parent folder, output is a folder, or it would overwrite an input.
+    """
+    output = Path(output)
+    if not output.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"{output}: output must end in .nii or .nii.gz")
+    if output.is_dir():
+        raise InputError(f"{output}: is a folder, expected a file name")
+    if not output.parent.resolve().is_dir():
+        raise InputError(f"{output}: folder {output.parent} does not exist")
+    for source in inputs:
+        if Path(source).resolve() == output.resolve():
+            raise InputError(f"{output}: would overwrite the input; choose another output name")
+    return output
+
+
+@contextlib.contextmanager
+def staged_output_dir(output: Path) -> Iterator[Path]:
+    """A temporary folder beside ``output``, removed on exit; callers move the finished file into place."""
+    staging = Path(tempfile.mkdtemp(prefix=".se-monai-", dir=output.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

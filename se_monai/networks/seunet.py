@@ -1,0 +1,154 @@
+"""SE-U-Net: MONAI's residual U-Net on the scale-translation group (Wimmer et al., arXiv 2304.05864, Sec. 3.5)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.layers.simplelayers import SkipConnection
+
+from se_monai.layers import PROJECTIONS, SESProjection_H_Z3
+from se_monai.networks.blocks import SEConvolution, SEResidualUnit
+
+__all__ = ["SEUNet", "PAPER_SCALES"]
+
+#: The paper's scales: 0.9**i for i = 0..3 (Gaussian widths relative to the largest, which is 1 voxel).
+PAPER_SCALES = tuple(0.9**i for i in range(4))
+
+
+class SEUNet(nn.Module):
+    """Scale-equivariant residual U-Net: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``.
+
+    The topology of ``monai.networks.nets.UNet`` with residual units, built from scale-equivariant layers: a
+    lifting convolution in the first down block, group convolutions inside, transposed group convolutions on the
+    way up, and the projection over scales (max or mean) before the output. Internal feature maps are
+    ``(B, C, S, D, H, W)`` (:mod:`se_monai.layers`). As with MONAI's UNet, every spatial size divisible by
+    ``prod(strides)`` works, so ``monai.inferers.SlidingWindowInferer`` can run it.
+
+    The defaults are the paper's configuration: channels (4, 8, 16, 32), strides (2, 2, 2), kernel 5, effective
+    size 3, scales 0.9**i (i = 0..3), "multi" Hermite basis, 2 residual units, SiLU, batch norm (about 75 k
+    parameters for one input channel).
+
+    Args:
+        spatial_dims: must be 3.
+        in_channels, out_channels: channels of the input volume and of the output logits.
+        channels: channels per level, top first (``len(channels) >= 2``).
+        strides: spatial stride between levels (``len(channels) - 1`` entries).
+        kernel_size, up_kernel_size: kernel edge (voxels) of the down/inner and of the transposed convolutions.
+        num_res_units: residual subunits per down block (0: plain convolution blocks).
+        act, norm, dropout, bias: as in MONAI's UNet; ``norm`` is "batch" or "instance" (or (name, args)),
+            ``dropout`` drops whole channels at all scales.
+        scales: Gaussian widths (voxels) of the S scales of the steerable basis.
+        effective_size: basis functions per axis (F = effective_size**3).
+        scale_size: neighbouring scales mixed by each group convolution.
+        basis_type: "single" or "multi" Hermite-Gaussian basis.
+        projection: "max" or "mean" ("avg") over scales before the output.
+        kernel_padding: zero-pad the support of smaller scales (the paper's U-Net: False).
+
+    Raises:
+        ValueError: ``spatial_dims != 3``, fewer than two levels, too few strides, unknown ``projection`` or basis.
+
+    Example::
+
+        >>> net = SEUNet(in_channels=1, out_channels=3)
+        >>> net(torch.randn(1, 1, 32, 32, 32)).shape
+        torch.Size([1, 3, 32, 32, 32])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: Sequence[int] = (4, 8, 16, 32),
+        strides: Sequence[int] = (2, 2, 2),
+        kernel_size: int = 5,
+        up_kernel_size: int = 5,
+        num_res_units: int = 2,
+        act: str | tuple = "silu",
+        norm: str | tuple = "batch",
+        dropout: float = 0.0,
+        bias: bool = True,
+        scales: Sequence[float] = PAPER_SCALES,
+        effective_size: int = 3,
+        scale_size: int = 1,
+        basis_type: str = "multi",
+        projection: str = "mean",
+        kernel_padding: bool = False,
+    ) -> None:
+        super().__init__()
+        if spatial_dims != 3:
+            raise ValueError(f"SEUNet is 3-D only, got spatial_dims={spatial_dims}")
+        if len(channels) < 2:
+            raise ValueError("the length of `channels` should be no less than 2.")
+        delta = len(strides) - (len(channels) - 1)
+        if delta < 0:
+            raise ValueError("the length of `strides` should equal to `len(channels) - 1`.")
+        if delta > 0:
+            warnings.warn(f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = tuple(channels)
+        self.strides = tuple(strides)
+        self.num_res_units = num_res_units
+        self.scales = tuple(float(s) for s in scales)
+        self._layer_args = dict(
+            scales=self.scales,
+            effective_size=effective_size,
+            scale_size=scale_size,
+            basis_type=basis_type,
+            kernel_padding=kernel_padding,
+            bias=bias,
+            act=act,
+            norm=norm,
+            dropout=dropout,
+        )
+        self._kernel_size = kernel_size
+        self._up_kernel_size = up_kernel_size
+
+        def _create_block(inc: int, outc: int, chans: Sequence[int], strs: Sequence[int], is_top: bool) -> nn.Module:
+            c, s = chans[0], strs[0]
+            if len(chans) > 2:
+                subblock = _create_block(c, c, chans[1:], strs[1:], False)
+                upc = c * 2
+            else:
+                subblock = self._down_layer(c, chans[1], 1, False)
+                upc = c + chans[1]
+            down = self._down_layer(inc, c, s, is_top)
+            up = self._up_layer(upc, outc, s, is_top)
+            if is_top:
+                up = nn.Sequential(up, SESProjection_H_Z3(projection))
+            return nn.Sequential(down, SkipConnection(subblock), up)
+
+        self.model = _create_block(in_channels, out_channels, self.channels, self.strides, True)
+
+    def _down_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:
+        if self.num_res_units > 0:
+            return SEResidualUnit(
+                inc, outc, lifting=is_top, kernel_size=self._kernel_size, strides=strides,
+                subunits=self.num_res_units, **self._layer_args,
+            )  # fmt: skip
+        return SEConvolution(
+            inc, outc, lifting=is_top, kernel_size=self._kernel_size, strides=strides, **self._layer_args
+        )
+
+    def _up_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:
+        conv: nn.Module = SEConvolution(
+            inc, outc, kernel_size=self._up_kernel_size, strides=strides, is_transposed=True,
+            conv_only=is_top and self.num_res_units == 0, **self._layer_args,
+        )  # fmt: skip
+        if self.num_res_units > 0:
+            ru = SEResidualUnit(
+                outc, outc, kernel_size=self._kernel_size, strides=1, subunits=1, last_conv_only=is_top,
+                **self._layer_args,
+            )  # fmt: skip
+            conv = nn.Sequential(conv, ru)
+        return conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_channels, D, H, W)``, each of D, H, W divisible by ``prod(strides)``."""
+        return self.model(x)

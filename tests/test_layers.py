@@ -1,0 +1,178 @@
+"""se_monai.layers against the straightforward reference formulation (tests/reference.py)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference as ref
+from se_monai.layers import (
+    SEBatchNorm,
+    SEDropout,
+    SEInstanceNorm,
+    SESConv_H_H,
+    SESConv_H_H_1x1,
+    SESConv_Z3_H,
+    SESpatialMaxPool,
+    SESProjection_H_Z3,
+)
+
+SCALES = [1.0, 0.9, 0.81]
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def _with_bias(layer):
+    if layer.bias is not None:
+        torch.nn.init.normal_(layer.bias)
+    return layer
+
+
+@pytest.mark.parametrize("basis_type", ["single", "multi"])
+@pytest.mark.parametrize(
+    "stride,padding,transposed,output_padding", [(1, 2, False, 0), (2, 2, False, 0), (2, 2, True, 1), (1, 0, True, 0)]
+)
+def test_lifting_equals_reference(basis_type, stride, padding, transposed, output_padding):
+    layer = _with_bias(SESConv_Z3_H(2, 3, kernel_size=5, effective_size=2, scales=SCALES, stride=stride,
+                                    padding=padding, bias=True, basis_type=basis_type, transposed=transposed,
+                                    kernel_padding=False, output_padding=output_padding))  # fmt: skip
+    x = torch.randn(2, 2, 8, 9, 10, requires_grad=True)
+    y = layer(x)
+    expected = ref.lifting_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
+    assert y.shape == expected.shape and y.shape[:3] == (2, 3, 3)
+    torch.testing.assert_close(y, expected, **TOL)
+    grads = torch.autograd.grad(y.square().sum(), (x, layer.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.weight))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("basis_type", ["single", "multi"])
+@pytest.mark.parametrize("scale_size", [1, 2, 3])
+@pytest.mark.parametrize(
+    "stride,padding,transposed,output_padding", [(1, 1, False, 0), (2, 1, False, 0), (2, 1, True, 1)]
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, transposed, output_padding, training):
+    layer = _with_bias(SESConv_H_H(3, 2, scale_size=scale_size, kernel_size=3, effective_size=2, scales=SCALES,
+                                   stride=stride, padding=padding, bias=True, basis_type=basis_type,
+                                   transposed=transposed, kernel_padding=False, output_padding=output_padding))  # fmt: skip
+    layer.train(training)
+    x = torch.randn(2, 3, len(SCALES), 6, 7, 8, requires_grad=True)
+    y = layer(x)
+    expected = ref.group_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
+    assert y.shape == expected.shape
+    torch.testing.assert_close(y, expected, **TOL)
+    grads = torch.autograd.grad(y.square().sum(), (x, layer.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.weight))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
+
+
+def test_group_conv_scale_mixing_semantics():
+    """Output scale i sees input scales i..i+scale_size-1, the last scale repeated past the end."""
+    layer = SESConv_H_H(1, 1, scale_size=2, kernel_size=1, effective_size=1, scales=[1.0, 1.0, 1.0], bias=False,
+                        kernel_padding=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.0, 10.0]).reshape(1, 1, 2, 1))
+    x = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1, 1, 1)
+    amplitude = layer.basis.flatten()[0].item()
+    torch.testing.assert_close(layer(x).flatten(), amplitude * torch.tensor([1 + 20.0, 2 + 30.0, 3 + 30.0]))
+
+
+def test_gradcheck_group_conv():
+    layer = SESConv_H_H(2, 2, scale_size=2, kernel_size=3, effective_size=2, scales=[1.0, 0.8], padding=1,
+                        bias=True, kernel_padding=False).double()  # fmt: skip
+    x = torch.randn(1, 2, 2, 4, 4, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp, w: layer_call(layer, inp, w), (x, layer.weight))
+
+
+def layer_call(layer, inp, weight):
+    return torch.func.functional_call(layer, {"weight": weight}, (inp,))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_1x1_equals_per_scale_conv(stride):
+    layer = SESConv_H_H_1x1(3, 5, stride=stride, num_scales=4)
+    x = torch.randn(2, 3, 4, 6, 7, 5)
+    torch.testing.assert_close(layer(x), ref.conv_1x1(x, layer.weight, layer.bias, stride), **TOL)
+
+
+def test_batch_norm_statistics_shared_across_scales():
+    norm = SEBatchNorm(3)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 3, 4, 5, 6, 7) * torch.tensor([1.0, 3.0, 0.5]).reshape(1, 3, 1, 1, 1, 1) + 2.0
+    torch.testing.assert_close(norm(x), ref.batch_norm(x, norm.weight, norm.bias), **TOL)
+    n = x.numel() / 3
+    expected_mean = 0.1 * x.mean(dim=[0, 2, 3, 4, 5])
+    expected_var = 0.9 + 0.1 * x.var(dim=[0, 2, 3, 4, 5], unbiased=False) * n / (n - 1)
+    torch.testing.assert_close(norm.running_mean, expected_mean, **TOL)
+    torch.testing.assert_close(norm.running_var, expected_var, **TOL)
+    norm.eval()
+    y = norm(x)
+    torch.testing.assert_close(y, ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean,
+                                                 var=norm.running_var), **TOL)  # fmt: skip
+
+
+def test_instance_norm_per_sample():
+    norm = SEInstanceNorm(2)
+    x = torch.randn(3, 2, 4, 5, 5, 5) * 4 + 1
+    y = norm(x)
+    for b in range(3):
+        torch.testing.assert_close(y[b : b + 1], ref.batch_norm(x[b : b + 1], norm.weight, norm.bias), **TOL)
+
+
+def test_dropout_drops_channel_at_all_scales():
+    drop = SEDropout(0.5)
+    x = torch.ones(4, 16, 3, 2, 2, 2)
+    y = drop(x)
+    per_channel = y.flatten(3)  # (B, C, S, DHW)
+    dropped = per_channel.amax(dim=(2, 3)) == 0
+    assert dropped.any() and (~dropped).any()
+    kept_values = per_channel[~dropped]
+    torch.testing.assert_close(kept_values, torch.full_like(kept_values, 2.0))  # 1 / (1 - p)
+    assert (per_channel[dropped] == 0).all()
+    drop.eval()
+    assert torch.equal(drop(x), x)
+
+
+def test_spatial_max_pool_per_scale():
+    pool = SESpatialMaxPool(2)
+    x = torch.randn(2, 3, 4, 8, 6, 4)
+    expected = torch.stack([F.max_pool3d(x[:, :, i], 2) for i in range(4)], dim=2)
+    torch.testing.assert_close(pool(x), expected)
+
+
+@pytest.mark.parametrize("kind,reduce", [("max", lambda x: x.max(2).values), ("mean", lambda x: x.mean(2)),
+                                         ("avg", lambda x: x.mean(2))])  # fmt: skip
+def test_projection(kind, reduce):
+    x = torch.randn(2, 3, 4, 5, 5, 5)
+    torch.testing.assert_close(SESProjection_H_Z3(kind)(x), reduce(x))
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (SESConv_Z3_H(1, 1, scales=[1.0]), (1, 1, 1, 4, 4, 4)),
+        (SESConv_H_H(1, 1, scales=[1.0]), (1, 1, 4, 4, 4)),
+        (SEBatchNorm(1), (1, 1, 4, 4, 4)),
+        (SESProjection_H_Z3(), (1, 1, 4, 4)),
+    ],
+)
+def test_wrong_dimensionality_is_a_clear_error(layer, shape):
+    with pytest.raises(ValueError, match=r"expects a \d-D"):
+        layer(torch.zeros(shape))
+
+
+def test_scale_count_mismatch():
+    layer = SESConv_H_H(1, 1, scales=[1.0, 0.9])
+    with pytest.raises(ValueError, match="2 scales, the input has 3"):
+        layer(torch.zeros(1, 1, 3, 4, 4, 4))
+
+
+def test_paper_parameter_layout():
+    lift = SESConv_Z3_H(4, 8, kernel_size=5, effective_size=3, scales=[1.0, 0.9], bias=True)
+    group = SESConv_H_H(8, 16, scale_size=2, kernel_size=5, effective_size=3, scales=[1.0, 0.9], bias=True)
+    assert lift.weight.shape == (8, 4, 27) and lift.bias.shape == (8,) and lift.basis.shape == (27, 2, 5, 5, 5)
+    assert group.weight.shape == (16, 8, 2, 27)
+    assert set(lift.state_dict()) == {"weight", "bias", "basis"}
+    assert set(SESConv_H_H_1x1(4, 8).state_dict()) == {"weight", "bias"}

@@ -1,0 +1,103 @@
+"""SEUNet: MONAI UNet topology on the scale-translation group."""
+
+import warnings
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+
+from se_monai.layers import SESConv_H_H, SESConv_Z3_H, SESProjection_H_Z3
+from se_monai.networks import SEUNet
+
+SMALL = dict(channels=(4, 8, 8), strides=(2, 2), kernel_size=3, up_kernel_size=3)
+
+
+def test_paper_configuration():
+    net = SEUNet(in_channels=4, out_channels=1)
+    n = sum(p.numel() for p in net.parameters())
+    assert 70_000 < n < 80_000, n  # the paper: about 75 k parameters
+    lifts = [m for m in net.modules() if isinstance(m, SESConv_Z3_H)]
+    groups = [m for m in net.modules() if isinstance(m, SESConv_H_H)]
+    assert len(lifts) == 2  # first subunit and residual path of the top down block
+    assert all(m.basis_type == "multi" and m.kernel_size == 5 and m.effective_size == 3 for m in lifts + groups)
+    assert lifts[0].scales == pytest.approx([1.0, 0.9, 0.81, 0.729])
+    assert sum(m.transposed for m in groups) == 3
+    assert isinstance(net.model[2][-1], SESProjection_H_Z3)
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16), (24, 16, 32), (8, 40, 16)])
+def test_any_size_divisible_by_strides(shape):
+    net = SEUNet(in_channels=1, out_channels=3, **SMALL).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, *shape)).shape == (2, 3, *shape)
+
+
+def test_paper_default_runs_and_trains():
+    net = SEUNet(in_channels=1, out_channels=2)
+    x = torch.nn.functional.avg_pool3d(torch.randn(2, 1, 20, 20, 20), 5, stride=1)[..., :16, :16, :16] * 3
+    y = (x[:, 0] > 0).long()  # learnable: the sign of a smooth field
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_res_units": 0},
+        {"projection": "max", "norm": "instance", "dropout": 0.1},
+        {"basis_type": "single", "scale_size": 2, "act": "relu"},
+        {"norm": ("batch", {"momentum": 0.2}), "act": ("leakyrelu", {"negative_slope": 0.1}), "bias": False},
+    ],
+)
+def test_variants(kwargs):
+    net = SEUNet(in_channels=2, out_channels=3, **{**SMALL, **kwargs})
+    assert net(torch.randn(2, 2, 16, 16, 16)).shape == (2, 3, 16, 16, 16)
+
+
+def test_sliding_window_inference_on_uneven_volume():
+    net = SEUNet(in_channels=1, out_channels=3, **SMALL).eval()
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=2, overlap=0.25)
+    with torch.no_grad():
+        out = inferer(torch.randn(1, 1, 37, 29, 22), net)
+    assert out.shape == (1, 3, 37, 29, 22) and torch.isfinite(out).all()
+
+
+def test_torchscript_and_trace_match_eager():
+    net = SEUNet(in_channels=1, out_channels=2, **SMALL).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = net(x)
+        torch.testing.assert_close(torch.jit.script(net)(x), expected)
+        torch.testing.assert_close(torch.jit.trace(net, x)(x), expected)
+
+
+def test_bundle_target():
+    parser = ConfigParser({"net": {"_target_": "se_monai.networks.SEUNet", "in_channels": 1, "out_channels": 3,
+                                   "channels": [4, 8], "strides": [2], "projection": "avg"}})  # fmt: skip
+    net = parser.get_parsed_content("net")
+    assert isinstance(net, SEUNet) and net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"spatial_dims": 2}, "3-D only"),
+        ({"channels": (4,)}, "channels"),
+        ({"channels": (4, 8, 16), "strides": (2,)}, "strides"),
+        ({"projection": "median"}, "projection"),
+        ({"basis_type": "fourier"}, "basis_type"),
+    ],
+)
+def test_constructor_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SEUNet(**kwargs)
