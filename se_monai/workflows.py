@@ -87,8 +87,8 @@ def label_dice(prediction: Any, reference: Any, labels: dict[str, int]) -> dict[
     import torch
     from monai.metrics import compute_dice
 
-    pred = torch.as_tensor(np.asarray(prediction)).round().long()
-    ref = torch.as_tensor(np.asarray(reference)).round().long()
+    pred = torch.as_tensor(np.ascontiguousarray(prediction)).round().long()
+    ref = torch.as_tensor(np.ascontiguousarray(reference)).round().long()
     if pred.shape != ref.shape:
         raise ValueError(f"label volumes differ in shape: {tuple(pred.shape)} vs {tuple(ref.shape)}")
     scores = {}

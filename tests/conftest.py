@@ -11,3 +11,13 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def icbm_dataset(tmp_path_factory):
+    """A two-subject ICBM152 brain-tissue dataset in the MSD layout (written once per test session)."""
+    from se_monai.data import prepare_brain_tissue_dataset
+
+    root = tmp_path_factory.mktemp("icbm152")
+    prepare_brain_tissue_dataset(root, num_subjects=2, seed=0)
+    return root

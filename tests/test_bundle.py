@@ -1,0 +1,77 @@
+"""The MONAI bundle: train.json, evaluate.json and inference.json run through MONAI's own entry points."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from helpers import write_crops
+from se_monai.workflows import default_bundle_dir, run_bundle
+
+BUNDLE = default_bundle_dir()
+MODEL = BUNDLE / "models" / "model.pt"
+
+# a short run: small patches, one epoch, validation on the held-out subject with large windows
+SHORT = {
+    "epochs": 1,
+    "patch_size": [32, 32, 32],
+    "num_samples": 1,
+    "num_workers": 0,
+    "val_interval": 1,
+    "validate#inferer#roi_size": [128, 128, 128],
+}
+
+
+def test_bundle_layout():
+    for name in ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
+                 "configs/logging.conf", "docs/README.md", "LICENSE"]:  # fmt: skip
+        assert (BUNDLE / name).is_file(), name
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "other", "1": "grey matter",
+                                                                              "2": "white matter"}  # fmt: skip
+    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    for key in ["network_def", "network", "preprocessing", "postprocessing", "inferer", "dataset_dir", "output_dir",
+                "bundle_root"]:  # fmt: skip
+        assert key in inference, key
+
+
+def test_train_then_evaluate(icbm_dataset, tmp_path):
+    ckpt_dir = tmp_path / "models"
+    workflow = run_bundle(["train.json"], dataset_dir=str(icbm_dataset), ckpt_dir=str(ckpt_dir),
+                          output_dir=str(tmp_path / "eval"), **SHORT)  # fmt: skip
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
+    assert (ckpt_dir / "model.pt").is_file()
+    assert list((tmp_path / "eval").glob("events.out.tfevents.*"))  # TensorBoardStatsHandler
+    state = torch.load(ckpt_dir / "model.pt", map_location="cpu")
+    assert any(k.endswith("basis") for k in state)
+
+    run_bundle(["train.json", "evaluate.json"], workflow_type="infer", dataset_dir=str(icbm_dataset),
+               ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "eval"))  # fmt: skip
+    with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["filename", "class0", "class1", "mean"]  # grey and white matter (background excluded)
+    assert "icbm152_t1" in rows[1][0] and all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="bundle/models/model.pt not trained yet")
+def test_monai_bundle_run_segments_a_folder(tmp_path):
+    crops = write_crops(tmp_path / "images")
+    out = tmp_path / "seg"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tmp_path / "images"), "--output_dir", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kind in ("ras", "lps", "aniso"):
+        name = Path(crops[kind]).name.split(".")[0] + "_seg.nii.gz"
+        seg, image = nib.load(str(out / name)), nib.load(str(crops[kind]))
+        assert seg.shape == image.shape
+        np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}

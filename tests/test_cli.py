@@ -1,0 +1,115 @@
+"""``se-monai``: bad inputs get one line and exit 2, never a partial output or a changed input; good input works."""
+
+import hashlib
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from helpers import write_crops
+from se_monai.workflows import default_bundle_dir, label_dice
+
+MODEL = default_bundle_dir() / "models" / "model.pt"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "se_monai.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _nifti(path: Path, shape, dtype=np.float32) -> Path:
+    nib.save(nib.Nifti1Image(np.random.rand(*shape).astype(dtype), np.eye(4)), str(path))
+    return path
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    good = _nifti(tmp / "good.nii.gz", (8, 8, 8))
+    text = tmp / "notes.nii.gz"
+    text.write_text("this is not an image\n")
+    txt = tmp / "image.txt"
+    txt.write_text("hello")
+    empty = tmp / "empty.nii.gz"
+    empty.write_bytes(b"")
+    truncated = tmp / "truncated.nii.gz"
+    truncated.write_bytes(gzip.compress(gzip.decompress(good.read_bytes())[:400]))
+    return {
+        "missing": (tmp / "missing.nii.gz", "no such file"),
+        "not a NIfTI (content)": (text, "not a readable NIfTI"),
+        "not a NIfTI (suffix)": (txt, "not a NIfTI file"),
+        "empty": (empty, "empty file"),
+        "corrupt": (truncated, "corrupt or truncated"),
+        "2-D": (_nifti(tmp / "slice.nii.gz", (8, 8)), "expected a 3-D volume"),
+        "5-D": (_nifti(tmp / "five.nii.gz", (4, 4, 4, 1, 2)), "expected a 3-D volume"),
+        "channels": (_nifti(tmp / "two_channels.nii.gz", (8, 8, 8, 2)), "has 2 channels"),
+        "folder": (tmp, "not a file"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "not a NIfTI (content)", "not a NIfTI (suffix)", "empty", "corrupt", "2-D", "5-D", "channels",
+     "folder"],
+)  # fmt: skip
+def test_bad_input_one_line_exit_2_no_output(tmp_path, case):
+    path, message = _bad_inputs(tmp_path)[case]
+    before = digest(path) if path.is_file() else None
+    out = tmp_path / "out" / "seg.nii.gz"
+    out.parent.mkdir()
+    result = run_cli("segment", str(path), str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("se-monai: error: ") and str(path) in lines[0] and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(out.parent.iterdir()) == []
+    if before is not None:
+        assert digest(path) == before
+
+
+@pytest.mark.parametrize(
+    "output,message",
+    [("good.nii.gz", "would overwrite the input"), ("seg.png", "must end in .nii"), ("nofolder/seg.nii.gz", "does not exist")],
+)
+def test_bad_output_path(tmp_path, output, message):
+    good = _nifti(tmp_path / "good.nii.gz", (8, 8, 8))
+    before = digest(good)
+    result = run_cli("segment", str(good), str(tmp_path / output))
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert digest(good) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.nii.gz"]
+
+
+def test_prepare_data_rejects_bad_count(tmp_path):
+    result = run_cli("prepare-data", str(tmp_path / "d"), "--num_subjects", "0")
+    assert result.returncode != 0 and "num_subjects" in result.stderr
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="bundle/models/model.pt not trained yet")
+@pytest.mark.parametrize("kind", ["ras", "lps", "aniso"])
+def test_segment_keeps_shape_affine_and_finds_tissue(tmp_path, kind):
+    crops = write_crops(tmp_path / "images")
+    source = crops[kind]
+    before = digest(source)
+    out = tmp_path / ("seg.nii" if kind == "lps" else "seg.nii.gz")
+    result = run_cli("segment", str(source), str(out), "--progress", "False")
+    assert result.returncode == 0, result.stderr[-2000:]
+    seg, image = nib.load(str(out)), nib.load(str(source))
+    assert seg.shape == image.shape
+    np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
+    values = np.asarray(seg.dataobj)
+    assert seg.get_data_dtype() == np.uint8 and set(np.unique(values)) <= {0, 1, 2}
+    assert digest(source) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".se-monai")] == []
+    if kind in ("ras", "lps"):
+        labels = np.asarray(nib.load(str(crops["labels"])).dataobj)
+        if kind == "lps":
+            values = values[::-1, ::-1]
+        dice = label_dice(values, labels, {"gm": 1, "wm": 2})
+        assert dice["gm"] > 0.7 and dice["wm"] > 0.7, dice

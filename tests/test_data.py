@@ -1,0 +1,76 @@
+"""Offline ICBM152 data: files found in nilearn, labels, MSD layout, determinism."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import load_decathlon_datalist
+
+from se_monai.data import (
+    icbm152_paths,
+    labelled_test_datalist,
+    list_nifti,
+    load_icbm152,
+    synthesis_transform,
+    tissue_labels,
+)
+
+
+def test_template_is_found_offline_and_real():
+    paths = icbm152_paths()
+    t1, gm, wm, affine = load_icbm152()
+    assert set(paths) == {"t1", "gm", "wm"} and all(p.is_file() for p in paths.values())
+    assert t1.shape == gm.shape == wm.shape == (197, 233, 189)
+    np.testing.assert_allclose(np.abs(np.diag(affine)[:3]), 1.0)
+    assert 0 <= gm.min() and gm.max() <= 1 and 0 <= wm.min() and wm.max() <= 1
+    labels = tissue_labels(gm, wm)
+    # white matter is brighter than grey matter on T1, which is brighter than CSF inside the brain
+    brain = t1 > 0
+    means = [t1[brain & (labels == k)].mean() for k in (0, 1, 2)]
+    assert means[0] < means[1] < means[2]
+    assert 0.8e6 < (labels == 1).sum() < 1.5e6 and 0.4e6 < (labels == 2).sum() < 0.9e6
+
+
+def test_tissue_labels_argmax():
+    gm = np.array([0.6, 0.2, 0.1, 0.0])
+    wm = np.array([0.3, 0.7, 0.1, 0.0])
+    np.testing.assert_array_equal(tissue_labels(gm, wm), [1, 2, 0, 0])
+
+
+def test_synthesis_is_deterministic_and_changes_the_image():
+    volume = torch.rand(3, 24, 24, 24) * torch.tensor([200.0, 1.0, 1.0]).reshape(3, 1, 1, 1)
+    geometry_a, intensity_a = synthesis_transform(seed=3).transforms
+    geometry_b, intensity_b = synthesis_transform(seed=3).transforms
+    geometry_c, _ = synthesis_transform(seed=4).transforms
+    a = geometry_a({"image": volume.clone()})["image"]
+    b = geometry_b({"image": volume.clone()})["image"]
+    c = geometry_c({"image": volume.clone()})["image"]
+    assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    assert not torch.allclose(torch.as_tensor(a), torch.as_tensor(c))
+    assert not torch.allclose(torch.as_tensor(a), volume)
+
+
+def test_msd_dataset(icbm_dataset):
+    root = icbm_dataset
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["labels"] == {"0": "other", "1": "grey matter", "2": "white matter"} and meta["numTraining"] == 2
+    items = load_decathlon_datalist(str(root / "dataset.json"), True, "training", str(root))
+    assert len(items) == 2
+    for item in items:
+        image, label = nib.load(item["image"]), nib.load(item["label"])
+        assert image.shape == label.shape == (197, 233, 189)
+        values = np.asarray(label.dataobj)
+        assert set(np.unique(values)) == {0, 1, 2}
+        data = np.asarray(image.dataobj)
+        assert data.std() > 0 and (data[values == 2].mean() > data[values == 1].mean())
+    assert list_nifti(root) == [str(root / "imagesTs" / "icbm152_t1.nii.gz")]
+    assert labelled_test_datalist(root)[0]["label"].endswith("labelsTs/icbm152_t1.nii.gz")
+
+
+def test_list_nifti_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        list_nifti(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no NIfTI"):
+        list_nifti(tmp_path)
