@@ -111,6 +111,8 @@ def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see :mod:`se_monai.data`)."""
     from se_monai.data import prepare_brain_tissue_dataset
 
+    if int(num_subjects) < 1:
+        raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed)
     print(f"dataset written: {path}")
     return str(path)

@@ -88,7 +88,8 @@ def test_bad_output_path(tmp_path, output, message):
 
 def test_prepare_data_rejects_bad_count(tmp_path):
     result = run_cli("prepare-data", str(tmp_path / "d"), "--num_subjects", "0")
-    assert result.returncode != 0 and "num_subjects" in result.stderr
+    assert result.returncode == 2 and "num_subjects" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.skipif(not MODEL.is_file(), reason="bundle/models/model.pt not trained yet")
