@@ -90,10 +90,10 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
         bundle_dir: bundle folder; the best checkpoint is written to ``<bundle_dir>/models/model.pt``.
         overrides: any train.json id, e.g. ``--epochs 10 --learning_rate 0.004``.
     """
-    from se_monai.workflows import run_bundle
-
     if not (Path(dataset_dir) / "dataset.json").is_file():
         raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
+    from se_monai.workflows import run_bundle
+
     run_bundle(["train.json"], bundle_dir=_bundle_dir(bundle_dir), dataset_dir=str(dataset_dir), **overrides)
 
 

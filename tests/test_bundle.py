@@ -15,7 +15,6 @@ from helpers import write_crops
 from se_monai.workflows import default_bundle_dir, run_bundle
 
 BUNDLE = default_bundle_dir()
-MODEL = BUNDLE / "models" / "model.pt"
 
 # a short run: small patches, one epoch, validation on the held-out subject with large windows
 SHORT = {
@@ -61,7 +60,6 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
     assert "icbm152_t1" in rows[1][0] and all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])
 
 
-@pytest.mark.skipif(not MODEL.is_file(), reason="bundle/models/model.pt not trained yet")
 def test_monai_bundle_run_segments_a_folder(tmp_path):
     crops = write_crops(tmp_path / "images")
     out = tmp_path / "seg"
