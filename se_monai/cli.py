@@ -57,11 +57,13 @@ def segment(
     Returns:
         The path written.
     """
-    from se_monai.workflows import run_bundle
-
     check_nifti(input)
     target = check_output_path(output, input)
     root = _bundle_dir(bundle_dir)
+    if not (root / "models" / "model.pt").is_file():
+        raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
+    from se_monai.workflows import run_bundle
+
     overrides: dict[str, Any] = {
         "datalist": [str(Path(input).resolve())],
         "inferer#overlap": float(overlap),

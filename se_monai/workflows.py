@@ -14,7 +14,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["default_bundle_dir", "run_bundle", "label_dice"]
+__all__ = ["default_bundle_dir", "find_bundle_root", "run_bundle", "label_dice"]
 
 #: Environment variable that points the CLI at a bundle other than the one beside the package.
 BUNDLE_ENV = "SE_MONAI_BUNDLE"
@@ -36,6 +36,15 @@ def default_bundle_dir() -> Path:
     )
 
 
+def find_bundle_root() -> str:
+    """Default ``bundle_root`` of the configs: "." when run from inside a bundle folder (the model-zoo
+    convention), else :func:`default_bundle_dir`, so ``python -m monai.bundle run --config_file
+    bundle/configs/inference.json`` also works from the repository root."""
+    if Path("configs", "metadata.json").is_file() and Path("configs", "inference.json").is_file():
+        return "."
+    return str(default_bundle_dir())
+
+
 def run_bundle(
     configs: Sequence[str],
     bundle_dir: str | os.PathLike | None = None,
@@ -48,11 +57,14 @@ def run_bundle(
         configs: config file names inside ``<bundle>/configs`` (later files override earlier ones), or paths.
         bundle_dir: the bundle folder; default :func:`default_bundle_dir`.
         workflow_type: "train" or "infer" (MONAI's ConfigWorkflow type; "infer" also serves evaluation).
-        overrides: config ids and values, ``#`` written as ``__`` is not needed: pass ids with ``#`` via a dict
+        overrides: config ids and their values; ids with ``#`` go through a dict
             (``run_bundle(cfgs, **{"validate#inferer#overlap": 0.5})``).
 
     Returns:
-        The finished workflow (its ``parser`` holds the resolved components, e.g. ``wf.evaluator``).
+        The finished workflow; resolved components via ``wf.parser.get_parsed_content("train#trainer")``.
+
+    Raises:
+        FileNotFoundError: no bundle found (see :func:`default_bundle_dir`); errors of the configs' components.
     """
     root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     files = [str(p if Path(p).is_file() else root / "configs" / p) for p in configs]

@@ -63,9 +63,10 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
 def test_monai_bundle_run_segments_a_folder(tmp_path):
     crops = write_crops(tmp_path / "images")
     out = tmp_path / "seg"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tmp_path / "images"), "--output_dir", str(out)]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # the command of the README, from the repository root, without --bundle_root
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundle/configs/inference.json",
+           "--dataset_dir", str(tmp_path / "images"), "--output_dir", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=BUNDLE.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     for kind in ("ras", "lps", "aniso"):
         name = Path(crops[kind]).name.split(".")[0] + "_seg.nii.gz"

@@ -130,3 +130,16 @@ def test_train_rejects_a_folder_without_dataset_json(tmp_path):
     result = run_cli("train", "--dataset_dir", str(tmp_path))
     assert result.returncode == 2 and "no dataset.json" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bundle_without_model_is_a_clear_error(tmp_path):
+    import shutil
+
+    from se_monai.workflows import default_bundle_dir
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir() / "configs", bundle / "configs")
+    image = _nifti(tmp_path / "image.nii.gz", (8, 8, 8))
+    result = run_cli("segment", str(image), str(tmp_path / "seg.nii.gz"), "--bundle_dir", str(bundle))
+    assert result.returncode == 2 and "no trained model" in result.stderr
+    assert not (tmp_path / "seg.nii.gz").exists()
