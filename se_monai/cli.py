@@ -5,6 +5,7 @@
     se-monai evaluate --dataset_dir DIR          Dice of the bundle's model on labelled test images
     se-monai prepare-data DIR                    write the offline ICBM152 brain-tissue dataset (MSD layout)
     se-monai demo [--output_dir DIR]             segment the real ICBM152 T1 and print grey/white-matter Dice
+    se-monai bench [--json]                      time SEUNet, its reference formulation and MONAI's UNet
 
 Bad input ends with one line ``se-monai: error: <file>: <problem>`` on stderr and exit status 2.
 """
@@ -20,7 +21,7 @@ import fire
 
 from se_monai.io import InputError, check_nifti, check_output_path, staged_output_dir
 
-__all__ = ["segment", "train", "evaluate", "prepare_data", "demo", "main"]
+__all__ = ["segment", "train", "evaluate", "prepare_data", "demo", "bench", "main"]
 
 
 def _bundle_dir(bundle_dir: str | None) -> Path:
@@ -142,6 +143,32 @@ def demo(output_dir: str = "out/demo", bundle_dir: str | None = None) -> dict[st
     return scores
 
 
+def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
+          volume: bool = True, json: bool = False) -> None:  # fmt: skip
+    """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.bench).
+
+    Args:
+        size: edge of the cubic 4-channel input (voxels, divisible by 8).
+        repeats: timed repeats (median reported), after 2 warm-up repeats.
+        device: torch device.
+        threads: torch CPU threads (default: torch's choice).
+        layers: include the per-layer forward breakdown.
+        volume: include whole-volume sliding-window inference of the ICBM152 T1 at 1 mm.
+        json: print JSON instead of tables.
+    """
+    if int(size) % 8:
+        raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
+    from se_monai import bench as benchmark
+
+    report = benchmark.run(size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume)
+    if json:
+        import json as json_module
+
+        print(json_module.dumps(report, indent=2))
+    else:
+        print(benchmark.format_table(report))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``se-monai`` command."""
     commands = {
@@ -151,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "prepare-data": prepare_data,
         "prepare_data": prepare_data,
         "demo": demo,
+        "bench": bench,
     }
     try:
         fire.Fire(commands, command=argv, name="se-monai", serialize=lambda _: None)

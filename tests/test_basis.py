@@ -1,10 +1,10 @@
-"""The steerable basis against the Hermite-Gaussian formula evaluated point by point (tests/reference.py)."""
+"""The steerable basis against the Hermite-Gaussian formula evaluated point by point (se_monai/reference.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from reference import reference_basis
+from se_monai.reference import reference_basis
 from se_monai.basis import steerable_basis
 
 SCALES = [1.0, 0.9, 0.81, 0.729]

@@ -1,10 +1,10 @@
-"""se_monai.layers against the straightforward reference formulation (tests/reference.py)."""
+"""se_monai.layers against the straightforward reference formulation (se_monai/reference.py)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import reference as ref
+import se_monai.reference as ref
 from se_monai.layers import (
     SEBatchNorm,
     SEDropout,

@@ -1,0 +1,238 @@
+"""Side-by-side benchmark: SEUNet, its reference formulation, and MONAI's UNet baseline of the paper.
+
+Times are taken in one process, interleaved (every repeat runs every model once), as the median of the repeats
+after warm-up, so ratios compare like with like. Memory: peak resident set size of the process on CPU (the
+kernel's high-water mark, reset before each measurement), peak allocated memory on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from se_monai.networks import SEUNet
+from se_monai.reference import reference_model
+
+__all__ = ["paper_baseline_unet", "benchmark_models", "layer_breakdown", "benchmark_volume", "run", "format_table"]
+
+_STATUS = Path("/proc/self/status")
+
+
+def paper_baseline_unet(in_channels: int, out_channels: int) -> nn.Module:
+    """The paper's baseline: MONAI UNet, channels 16..128, strides 2, kernel 5, 2 residual units, swish, batch
+    norm, dropout 0.05 (about 5.5 M parameters)."""
+    from monai.networks.nets import UNet
+
+    return UNet(3, in_channels, out_channels, (16, 32, 64, 128), (2, 2, 2), kernel_size=5, up_kernel_size=5,
+                num_res_units=2, act="swish", norm="batch", dropout=0.05)  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif _STATUS.exists():
+        with contextlib.suppress(OSError):  # resets the peak-RSS high-water mark (Linux)
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    """Peak memory since the last reset: CUDA allocated memory, or the process's peak RSS (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if _STATUS.exists():
+        match = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
+        return int(match.group(1)) / 1024 if match else None
+    return None
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def benchmark_models(
+    size: int = 64, in_channels: int = 4, out_channels: int = 3, batch: int = 1, repeats: int = 5, warmup: int = 2,
+    device: str = "cpu",
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
+
+    Args:
+        size: edge of the cubic input (voxels; divisible by 8).
+        in_channels, out_channels, batch: input ``(batch, in_channels, size, size, size)``.
+        repeats, warmup: timed and untimed repeats; times are medians over ``repeats``.
+        device: torch device.
+
+    Returns:
+        ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``.
+    """
+    dev = torch.device(device)
+    se = SEUNet(in_channels=in_channels, out_channels=out_channels)
+    models = {"SEUNet": se, "SEUNet reference": reference_model(se),
+              "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+    x = torch.randn(batch, in_channels, size, size, size, device=dev)
+    y = torch.randint(0, out_channels, (batch, size, size, size), device=dev)
+    steps = {}
+    for name, model in models.items():
+        model.to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def forward(model: nn.Module = model) -> None:
+            model.eval()
+            with torch.no_grad():
+                model(x)
+
+        def train_step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+        steps[name] = (forward, train_step)
+    times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in models}
+    for r in range(warmup + repeats):
+        for name, (forward, train_step) in steps.items():
+            t_forward, t_step = _timed(forward, dev), _timed(train_step, dev)
+            if r >= warmup:
+                times[name]["forward_s"].append(t_forward)
+                times[name]["train_step_s"].append(t_step)
+    results = {}
+    for name, model in models.items():
+        _peak_reset(dev)
+        steps[name][1]()
+        results[name] = {
+            "params": float(sum(p.numel() for p in model.parameters())),
+            "forward_s": statistics.median(times[name]["forward_s"]),
+            "train_step_s": statistics.median(times[name]["train_step_s"]),
+            "peak_mb": _peak_mb(dev),
+        }
+    return results
+
+
+def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3, repeats: int = 3,
+                    device: str = "cpu") -> dict[str, float]:  # fmt: skip
+    """Forward time of SEUNet (eval) summed per kind of leaf layer (seconds, median of ``repeats``)."""
+    dev = torch.device(device)
+    net = SEUNet(in_channels=in_channels, out_channels=out_channels).to(dev).eval()
+    x = torch.randn(1, in_channels, size, size, size, device=dev)
+    totals: dict[str, list[float]] = defaultdict(list)
+    current: dict[str, float] = defaultdict(float)
+    starts: dict[int, float] = {}
+
+    def kind(module: nn.Module) -> str:
+        name = type(module).__name__
+        return name + " (transposed)" if getattr(module, "transposed", False) else name
+
+    def before(module: nn.Module, _inputs: Any) -> None:
+        _sync(dev)
+        starts[id(module)] = time.perf_counter()
+
+    def after(module: nn.Module, _inputs: Any, _output: Any) -> None:
+        _sync(dev)
+        current[kind(module)] += time.perf_counter() - starts.pop(id(module))
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_pre_hook(before) for m in leaves] + [m.register_forward_hook(after) for m in leaves]
+    with torch.no_grad():
+        net(x)
+        for _ in range(repeats):
+            current.clear()
+            total = _timed(lambda: net(x), dev)
+            for key, value in current.items():
+                totals[key].append(value)
+            totals["whole network"].append(total)
+    for handle in handles:
+        handle.remove()
+    return {key: statistics.median(values) for key, values in sorted(totals.items(), key=lambda kv: -max(kv[1]))}
+
+
+def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: int = 1, device: str = "cpu",
+                     image: torch.Tensor | None = None) -> dict[str, float]:  # fmt: skip
+    """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
+
+    Args:
+        roi_size, overlap, sw_batch_size: of ``monai.inferers.SlidingWindowInferer``.
+        device: torch device.
+        image: ``(D, H, W)`` volume; default the ICBM152 T1 at 1 mm (197 x 233 x 189 voxels), z-scored.
+
+    Returns:
+        ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    from se_monai.data import load_icbm152
+
+    dev = torch.device(device)
+    if image is None:
+        t1 = torch.from_numpy(load_icbm152()[0])
+        image = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std()
+    volume = image[None, None].to(dev)
+    net = SEUNet(in_channels=1, out_channels=3).to(dev).eval()
+    inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap)
+    _peak_reset(dev)
+    with torch.no_grad():
+        seconds = _timed(lambda: inferer(volume, net), dev)
+    return {"shape": list(image.shape), "seconds": seconds, "peak_mb": _peak_mb(dev)}
+
+
+def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
+        volume: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
+    if threads:
+        torch.set_num_threads(threads)
+    report: dict[str, Any] = {
+        "config": {"size": size, "repeats": repeats, "device": device, "threads": torch.get_num_threads(),
+                   "torch": torch.__version__},  # fmt: skip
+        "models": benchmark_models(size=size, repeats=repeats, device=device),
+    }
+    models = report["models"]
+    se, ref = models["SEUNet"], models["SEUNet reference"]
+    report["ratios"] = {
+        "train_step reference / SEUNet": ref["train_step_s"] / se["train_step_s"],
+        "forward reference / SEUNet": ref["forward_s"] / se["forward_s"],
+        "SEUNet train_step / forward": se["train_step_s"] / se["forward_s"],
+        "train_step UNet baseline / SEUNet": models["UNet baseline"]["train_step_s"] / se["train_step_s"],
+    }
+    if layers:
+        report["layers"] = layer_breakdown(size=size, device=device)
+    if volume:
+        report["volume"] = benchmark_volume(device=device)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as plain-text tables."""
+    cfg = report["config"]
+    lines = [f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
+             f"median of {cfg['repeats']}", "",
+             f"{'model':<18}{'params':>11}{'forward s':>12}{'train step s':>15}{'peak MB':>10}"]  # fmt: skip
+    for name, m in report["models"].items():
+        peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
+        lines.append(f"{name:<18}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
+    lines += ["", "ratios"] + [f"  {k:<36}{v:>7.2f}" for k, v in report["ratios"].items()]
+    if "layers" in report:
+        lines += ["", "SEUNet forward by layer kind (s)"]
+        lines += [f"  {k:<36}{v:>7.3f}" for k, v in report["layers"].items()]
+    if "volume" in report:
+        v = report["volume"]
+        peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
+        lines += ["", f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
+                      f"{v['seconds']:.1f} s, peak {peak}"]  # fmt: skip
+    return "\n".join(lines)
