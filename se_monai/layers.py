@@ -112,18 +112,25 @@ class _SteerableConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _conv(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """Plain 3-D (transposed) convolution; ``kernel`` is ``(C_out, C_in, k, k, k)``.
+    def _conv(self, x: torch.Tensor, kernel: torch.Tensor, groups: int) -> torch.Tensor:
+        """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
 
-        Inputs and kernels go channels-last: on CPU (oneDNN) this halves the time of the backward pass of these
-        few-channel 3-D convolutions (docs/performance.md).
+        ``x`` is ``(B, G * C_in, D, H, W)`` with scale-major channel blocks; ``kernel`` is ``(S * C', G' , k, k, k)``
+        with the output channels of scale i in block i (``groups`` = 1 for the lifting convolution, S for group
+        convolutions). Input and kernel go channels-last: on CPU (oneDNN) one grouped channels-last convolution
+        is about twice as fast, forward and backward, as per-scale calls on contiguous tensors
+        (docs/performance.md). The result is a view whose memory order is ``(B, D', H', W', S, C')``.
         """
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        if self.transposed:
-            kernel = kernel.transpose(0, 1).contiguous(memory_format=torch.channels_last_3d)
-            return F.conv_transpose3d(x, kernel, None, self.stride, self.padding, self.output_padding)
         kernel = kernel.contiguous(memory_format=torch.channels_last_3d)
-        return F.conv3d(x, kernel, None, self.stride, self.padding)
+        bias = self.bias.repeat(self.num_scales) if self.bias is not None else None  # shared across scales
+        if self.transposed:
+            y = F.conv_transpose3d(x, kernel, bias, self.stride, self.padding, self.output_padding, groups)
+        else:
+            y = F.conv3d(x, kernel, bias, self.stride, self.padding, 1, groups)
+        b, _, d, h, w = y.shape
+        y = y.permute(0, 2, 3, 4, 1).reshape(b, d, h, w, self.num_scales, self.out_channels)
+        return y.permute(0, 5, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:
         return (
@@ -188,19 +195,17 @@ class SESConv_Z3_H(_SteerableConv):
         )  # fmt: skip
 
     def expanded_kernel(self) -> torch.Tensor:
-        """Kernels of all scales as one Conv3d weight ``(C' * S, C, k, k, k)``, output channel ``c' * S + i``."""
+        """Kernels of all scales as one Conv3d weight ``(S * C', C, k, k, k)``, output channel ``i * C' + c'``
+        (transposed: ``(C, S * C', k, k, k)``)."""
         k = self.kernel_size
         kernel = self.weight @ self.basis.reshape(self.num_funcs, -1)  # (C', C, S * k^3)
-        kernel = kernel.reshape(self.out_channels, self.in_channels, self.num_scales, k, k, k)
-        return kernel.transpose(1, 2).reshape(self.out_channels * self.num_scales, self.in_channels, k, k, k)
+        kernel = kernel.reshape(self.out_channels, self.in_channels, self.num_scales, k, k, k).permute(2, 0, 1, 3, 4, 5)
+        kernel = kernel.reshape(self.num_scales * self.out_channels, self.in_channels, k, k, k)
+        return kernel.transpose(0, 1) if self.transposed else kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 5, "SESConv_Z3_H")
-        y = self._conv(x, self.expanded_kernel())
-        y = y.reshape(y.shape[0], self.out_channels, self.num_scales, y.shape[2], y.shape[3], y.shape[4])
-        if self.bias is not None:
-            y = y + self.bias.reshape(1, -1, 1, 1, 1, 1)
-        return y
+        return self._conv(x, self.expanded_kernel(), 1)
 
 
 class SESConv_H_H(_SteerableConv):
@@ -256,28 +261,28 @@ class SESConv_H_H(_SteerableConv):
         )  # fmt: skip
 
     def expanded_kernel(self) -> torch.Tensor:
-        """Kernels per output scale: ``(S, C', C * scale_size, k, k, k)``, input channel ``c * scale_size + j``."""
+        """Kernels of all scales as one grouped Conv3d weight ``(S * C', C * scale_size, k, k, k)``: group i holds
+        output scale i, input channel ``c * scale_size + j`` is input scale i + j (transposed:
+        ``(S * C * scale_size, C', k, k, k)``)."""
         k = self.kernel_size
         kernel = self.weight @ self.basis.reshape(self.num_funcs, -1)  # (C', C, scale_size, S * k^3)
         kernel = kernel.reshape(self.out_channels, self.in_channels * self.scale_size, self.num_scales, k, k, k)
-        return kernel.permute(2, 0, 1, 3, 4, 5)
+        kernel = kernel.permute(2, 0, 1, 3, 4, 5)  # (S, C', C * scale_size, k, k, k)
+        if self.transposed:
+            kernel = kernel.transpose(1, 2)
+        return kernel.reshape(-1, kernel.shape[2], k, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 6, "SESConv_H_H")
         if x.shape[2] != self.num_scales:
             raise ValueError(f"SESConv_H_H has {self.num_scales} scales, the input has {x.shape[2]} (shape {list(x.shape)})")
-        kernels = self.expanded_kernel()
+        b, c, s, d, h, w = x.shape
         if self.scale_size > 1:
             last = x[:, :, -1:].expand(-1, -1, self.scale_size - 1, -1, -1, -1)
             x = torch.cat([x, last], dim=2)
-        outputs: list[torch.Tensor] = []
-        for i in range(self.num_scales):
-            window = x[:, :, i : i + self.scale_size].flatten(1, 2)  # (B, C * scale_size, D, H, W)
-            outputs.append(self._conv(window, kernels[i]))
-        y = torch.stack(outputs, dim=2)
-        if self.bias is not None:
-            y = y + self.bias.reshape(1, -1, 1, 1, 1, 1)
-        return y
+        windows = x.unfold(2, self.scale_size, 1)  # (B, C, S, D, H, W, scale_size): scale i + j at [..., j]
+        x = windows.permute(0, 3, 4, 5, 2, 1, 6).reshape(b, d, h, w, s * c * self.scale_size)
+        return self._conv(x.permute(0, 4, 1, 2, 3), self.expanded_kernel(), self.num_scales)
 
 
 class SESConv_H_H_1x1(nn.Conv3d):
