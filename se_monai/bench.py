@@ -8,8 +8,11 @@ kernel's high-water mark, reset before each measurement), peak allocated memory 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,6 +40,12 @@ def paper_baseline_unet(in_channels: int, out_channels: int) -> nn.Module:
                 num_res_units=2, act="swish", norm="batch", dropout=0.05)  # fmt: skip
 
 
+def _models(in_channels: int, out_channels: int) -> dict[str, nn.Module]:
+    se = SEUNet(in_channels=in_channels, out_channels=out_channels)
+    return {"SEUNet": se, "SEUNet reference": reference_model(se),
+            "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,14 +59,39 @@ def _peak_reset(device: torch.device) -> None:
             Path("/proc/self/clear_refs").write_text("5")
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MiB; None off Linux."""
+    if not _STATUS.exists():
+        return None
+    match = re.search(rf"{field}:\s+(\d+) kB", _STATUS.read_text())
+    return int(match.group(1)) / 1024 if match else None
+
+
 def _peak_mb(device: torch.device) -> float | None:
     """Peak memory since the last reset: CUDA allocated memory, or the process's peak RSS (MiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    if _STATUS.exists():
-        match = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
-        return int(match.group(1)) / 1024 if match else None
-    return None
+    return _status_mb("VmHWM")
+
+
+def _in_fresh_process(task: str, **kwargs: Any) -> dict[str, Any]:
+    """Run ``task`` of this module in a new Python process (a clean peak-RSS count) and return its result."""
+    command = [sys.executable, "-m", "se_monai.bench", task, json.dumps(kwargs)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _train_step_memory(model: str, size: int, in_channels: int, out_channels: int, device: str) -> dict[str, Any]:
+    """Memory of one training step: peak minus resident before the step (MiB), in this process."""
+    dev = torch.device(device)
+    net = _models(in_channels, out_channels)[model].to(dev).train()
+    x = torch.randn(1, in_channels, size, size, size, device=dev)
+    y = torch.randint(0, out_channels, (1, size, size, size), device=dev)
+    before = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _status_mb("VmRSS")
+    _peak_reset(dev)
+    F.cross_entropy(net(x), y).backward()
+    peak = _peak_mb(dev)
+    return {"peak_mb": None if peak is None or before is None else peak - before}
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -81,12 +115,11 @@ def benchmark_models(
         device: torch device.
 
     Returns:
-        ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``.
+        ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``; ``peak_mb`` is the memory one
+        training step adds at its peak (CPU: resident set, measured in a fresh process; CUDA: allocated memory).
     """
     dev = torch.device(device)
-    se = SEUNet(in_channels=in_channels, out_channels=out_channels)
-    models = {"SEUNet": se, "SEUNet reference": reference_model(se),
-              "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+    models = _models(in_channels, out_channels)
     x = torch.randn(batch, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (batch, size, size, size), device=dev)
     steps = {}
@@ -115,13 +148,14 @@ def benchmark_models(
                 times[name]["train_step_s"].append(t_step)
     results = {}
     for name, model in models.items():
-        _peak_reset(dev)
-        steps[name][1]()
+        memory = dict(model=name, size=size, in_channels=in_channels, out_channels=out_channels, device=device)
         results[name] = {
             "params": float(sum(p.numel() for p in model.parameters())),
             "forward_s": statistics.median(times[name]["forward_s"]),
             "train_step_s": statistics.median(times[name]["train_step_s"]),
-            "peak_mb": _peak_mb(dev),
+            "peak_mb": (_train_step_memory(**memory) if dev.type == "cuda" else _in_fresh_process("memory", **memory))[
+                "peak_mb"
+            ],
         }
     return results
 
@@ -164,7 +198,7 @@ def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3,
 
 
 def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: int = 1, device: str = "cpu",
-                     image: torch.Tensor | None = None) -> dict[str, float]:  # fmt: skip
+                     image: torch.Tensor | None = None) -> dict[str, Any]:  # fmt: skip
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
     Args:
@@ -173,7 +207,8 @@ def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: i
         image: ``(D, H, W)`` volume; default the ICBM152 T1 at 1 mm (197 x 233 x 189 voxels), z-scored.
 
     Returns:
-        ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``.
+        ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``: on CPU the peak resident set of the whole
+        process (run it in a fresh process for a clean count, as :func:`run` does), on CUDA peak allocated memory.
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -213,7 +248,8 @@ def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | No
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device)
     if volume:
-        report["volume"] = benchmark_volume(device=device)
+        report["volume"] = (benchmark_volume(device=device) if torch.device(device).type == "cuda"
+                            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads()))  # fmt: skip
     return report
 
 
@@ -222,7 +258,7 @@ def format_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
              f"median of {cfg['repeats']}", "",
-             f"{'model':<18}{'params':>11}{'forward s':>12}{'train step s':>15}{'peak MB':>10}"]  # fmt: skip
+             f"{'model':<18}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]  # fmt: skip
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
         lines.append(f"{name:<18}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
@@ -234,5 +270,22 @@ def format_table(report: dict[str, Any]) -> str:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
         lines += ["", f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
-                      f"{v['seconds']:.1f} s, peak {peak}"]  # fmt: skip
+                      f"{v['seconds']:.1f} s, peak RSS {peak}"]  # fmt: skip
     return "\n".join(lines)
+
+
+def _main() -> None:
+    """``python -m se_monai.bench TASK JSON``: the measurements that need a fresh process; prints JSON."""
+    task, kwargs = sys.argv[1], json.loads(sys.argv[2])
+    if task == "memory":
+        result = _train_step_memory(**kwargs)
+    elif task == "volume":
+        torch.set_num_threads(kwargs.pop("threads"))
+        result = benchmark_volume(**kwargs)
+    else:
+        raise SystemExit(f"unknown task {task!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main()
