@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from se_monai import channels_last, space_to_depth
 from se_monai.basis import DEFAULT_MAX_ORDER, DEFAULT_MULT, steerable_basis
 
 __all__ = [
@@ -100,6 +101,7 @@ class _SteerableConv(nn.Module):
         self.register_buffer("basis", basis)
         self.num_funcs = int(basis.shape[0])
         self.weight = nn.Parameter(torch.empty(*weight_shape, self.num_funcs))
+        self._kernel_cache: tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor] | None = None
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels))
         else:
@@ -112,25 +114,79 @@ class _SteerableConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _conv(self, x: torch.Tensor, kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    def expanded_kernel(self) -> torch.Tensor:
+        """Kernels of all scales as one (grouped) Conv3d weight; defined by the lifting and group convolutions."""
+        raise NotImplementedError
+
+    def _kernel(self, blocked: bool) -> torch.Tensor:
+        """The expanded kernel, channels-last (``blocked``: in space-to-depth form); in inference (no autograd)
+        cached until the weights change.
+
+        The cache is keyed on the version counters and storage of ``weight`` and ``basis``, so an optimiser step,
+        ``load_state_dict`` or ``.to()`` invalidates it. TorchScript recomputes the direct kernel on every call.
+        """
+        if torch.jit.is_scripting():
+            return self.expanded_kernel().contiguous(memory_format=torch.channels_last_3d)
+        if torch.is_grad_enabled():
+            return self._prepared_kernel(blocked)
+        key = (self.weight._version, self.weight.data_ptr(), self.basis._version, self.basis.data_ptr(),
+               self.weight.dtype, self.weight.device, blocked)  # fmt: skip
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, self._prepared_kernel(blocked))
+        return self._kernel_cache[1]
+
+    def _prepared_kernel(self, blocked: bool) -> torch.Tensor:
+        kernel = self.expanded_kernel()
+        if blocked:
+            kernel = space_to_depth.blocked_kernel(kernel, self._groups)
+        return kernel.contiguous(memory_format=torch.channels_last_3d)
+
+    def _blocked(self, x: torch.Tensor) -> bool:
+        """Whether this call runs in space-to-depth form (:mod:`se_monai.space_to_depth`)."""
+        k = self.kernel_size
+        if self.transposed or self.stride != (1, 1, 1) or self.padding != ((k - 1) // 2,) * 3:
+            return False
+        per_group_out = self.num_scales * self.out_channels // self._groups
+        return space_to_depth.worth_blocking(x, k, x.shape[1] // self._groups, per_group_out)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
 
-        ``x`` is ``(B, G * C_in, D, H, W)`` with scale-major channel blocks; ``kernel`` is ``(S * C', G' , k, k, k)``
-        with the output channels of scale i in block i (``groups`` = 1 for the lifting convolution, S for group
-        convolutions). Input and kernel go channels-last: on CPU (oneDNN) one grouped channels-last convolution
-        is about twice as fast, forward and backward, as per-scale calls on contiguous tensors
-        (docs/performance.md). The result is a view whose memory order is ``(B, D', H', W', S, C')``.
+        ``x`` is ``(B, G * C_in, D, H, W)`` with scale-major channel blocks, convolved with :meth:`expanded_kernel`
+        (``(S * C', G', k, k, k)``, the output channels of scale i in block i; G = 1 group for the lifting
+        convolution, S for group convolutions). Input and kernel go channels-last: on CPU (oneDNN) one grouped
+        channels-last convolution is about twice as fast, forward and backward, as per-scale calls on contiguous
+        tensors, and stride-1 convolutions with at most 4 channels per group run in space-to-depth form
+        (docs/performance.md). The result is a view whose memory order is ``(B, D', H', W', S, C')``; the next
+        layer takes it without a copy.
         """
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        kernel = kernel.contiguous(memory_format=torch.channels_last_3d)
         bias = self.bias.repeat(self.num_scales) if self.bias is not None else None  # shared across scales
+        if torch.jit.is_scripting():
+            return self._direct_conv(x, self._kernel(False), bias)
+        if self._blocked(x):
+            return self._to_group(space_to_depth.blocked_conv3d(x, self._kernel(True), bias, self._groups))
+        return self._direct_conv(x, self._kernel(False), bias)
+
+    def _direct_conv(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         if self.transposed:
-            y = F.conv_transpose3d(x, kernel, bias, self.stride, self.padding, self.output_padding, groups)
+            # oneDNN's transposed convolution with a fused bias is ~1.7x slower on CPU: the bias is added after
+            y = F.conv_transpose3d(x, kernel, None, self.stride, self.padding, self.output_padding, self._groups)
         else:
-            y = F.conv3d(x, kernel, bias, self.stride, self.padding, 1, groups)
+            y = F.conv3d(x, kernel, bias, self.stride, self.padding, 1, self._groups)
+        return self._to_group(y)
+
+    def _to_group(self, y: torch.Tensor) -> torch.Tensor:
+        """Channels-last convolution output ``(B, S * C', D, H, W)`` as ``(B, C', S, D, H, W)`` (a view), plus the
+        bias of a transposed convolution."""
         b, _, d, h, w = y.shape
-        y = y.permute(0, 2, 3, 4, 1).reshape(b, d, h, w, self.num_scales, self.out_channels)
-        return y.permute(0, 5, 4, 1, 2, 3)
+        rows = y.permute(0, 2, 3, 4, 1).reshape(-1, self.out_channels)  # (B D H W S, C'), a view when channels-last
+        if self.transposed and self.bias is not None:
+            if torch.jit.is_scripting():
+                rows = rows + self.bias
+            else:
+                rows = channels_last.add_bias(rows, self.bias)
+        return rows.view(b, d, h, w, self.num_scales, self.out_channels).permute(0, 5, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:
         return (
@@ -193,6 +249,7 @@ class SESConv_Z3_H(_SteerableConv):
             in_channels, out_channels, (out_channels, in_channels), kernel_size, effective_size, scales, stride,
             padding, bias, basis_type, transposed, kernel_padding, output_padding, max_order, mult,
         )  # fmt: skip
+        self._groups = 1  # one dense convolution for all scales
 
     def expanded_kernel(self) -> torch.Tensor:
         """Kernels of all scales as one Conv3d weight ``(S * C', C, k, k, k)``, output channel ``i * C' + c'``
@@ -205,7 +262,7 @@ class SESConv_Z3_H(_SteerableConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 5, "SESConv_Z3_H")
-        return self._conv(x, self.expanded_kernel(), 1)
+        return self._conv(x)
 
 
 class SESConv_H_H(_SteerableConv):
@@ -259,6 +316,7 @@ class SESConv_H_H(_SteerableConv):
             in_channels, out_channels, (out_channels, in_channels, scale_size), kernel_size, effective_size, scales,
             stride, padding, bias, basis_type, transposed, kernel_padding, output_padding, max_order, mult,
         )  # fmt: skip
+        self._groups = self.num_scales  # one group per output scale
 
     def expanded_kernel(self) -> torch.Tensor:
         """Kernels of all scales as one grouped Conv3d weight ``(S * C', C * scale_size, k, k, k)``: group i holds
@@ -282,7 +340,7 @@ class SESConv_H_H(_SteerableConv):
             x = torch.cat([x, last], dim=2)
         windows = x.unfold(2, self.scale_size, 1)  # (B, C, S, D, H, W, scale_size): scale i + j at [..., j]
         x = windows.permute(0, 3, 4, 5, 2, 1, 6).reshape(b, d, h, w, s * c * self.scale_size)
-        return self._conv(x.permute(0, 4, 1, 2, 3), self.expanded_kernel(), self.num_scales)
+        return self._conv(x.permute(0, 4, 1, 2, 3))
 
 
 class SESConv_H_H_1x1(nn.Conv3d):
@@ -315,17 +373,19 @@ class SESConv_H_H_1x1(nn.Conv3d):
         sd, sh, sw = self.spatial_stride
         if sd != 1 or sh != 1 or sw != 1:
             x = x[:, :, :, ::sd, ::sh, ::sw]
-        b, c, s, d, h, w = x.shape
-        y = F.conv3d(x.reshape(b, c, s * d, h, w), self.weight, self.bias)
-        return y.reshape(b, self.out_channels, s, d, h, w)
+        # a matrix product over the channel axis, in the (B, D, H, W, S, C) memory order the SE convolutions emit
+        y = F.linear(x.permute(0, 3, 4, 5, 2, 1), self.weight.flatten(1), self.bias)
+        return y.permute(0, 5, 4, 1, 2, 3)
 
 
 class SEBatchNorm(nn.BatchNorm3d):
     """Batch norm on ``(B, C, S, D, H, W)``: one mean and variance per channel over batch, scales and space.
 
-    Sharing the statistics across scales keeps the layer scale-equivariant (Wimmer et al. 2023, Sec. 3.3). torch's
-    batch norm already reduces over every axis but the channel axis, so only the input check differs from
-    ``torch.nn.BatchNorm3d``; arguments, parameters and buffers are the same (``num_features`` = C).
+    Sharing the statistics across scales keeps the layer scale-equivariant (Wimmer et al. 2023, Sec. 3.3).
+    Arguments, parameters, buffers and the update of the running estimates are those of ``torch.nn.BatchNorm3d``
+    (``num_features`` = C). On the ``(B, D, H, W, S, C)`` memory order that the SE convolutions emit, the layer
+    computes in place of torch's kernels, without copying the feature map (:mod:`se_monai.channels_last`); on other
+    layouts and under TorchScript it calls ``torch.nn.functional.batch_norm``.
 
     Raises:
         ValueError: on an input that is not 6-D.
@@ -333,6 +393,55 @@ class SEBatchNorm(nn.BatchNorm3d):
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         _check_dim(input, 6, "SEBatchNorm")
+
+    def _update_factor(self) -> float:
+        """Count the batch (training with running estimates) and return the running-average factor."""
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        batch_statistics = self.training or self.running_mean is None or self.running_var is None
+        if torch.jit.is_scripting():
+            return self._functional(x, batch_statistics)
+        matrix = channels_last.channel_matrix(x)
+        if matrix is None:
+            return self._functional(x, batch_statistics)
+        if batch_statistics:
+            y, mean, var = channels_last.batch_norm(matrix, self.weight, self.bias, self.eps)
+            factor = self._update_factor()
+            if self.training and self.running_mean is not None and self.running_var is not None:
+                n = matrix.shape[0]
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean, factor)
+                    self.running_var.lerp_(var * (n / max(n - 1, 1)), factor)
+        else:
+            scale, shift = self._inference_affine()
+            y = channels_last.affine(matrix, scale, shift)
+        b, c, s, d, h, w = x.shape
+        return y.view(b, d, h, w, s, c).permute(0, 5, 4, 1, 2, 3)
+
+    def _inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Running statistics as ``x * scale + shift`` per channel."""
+        assert self.running_mean is not None and self.running_var is not None
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return scale, shift
+
+    def _functional(self, x: torch.Tensor, batch_statistics: bool) -> torch.Tensor:
+        factor = self._update_factor()
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(
+            x, self.running_mean if track else None, self.running_var if track else None, self.weight, self.bias,
+            batch_statistics, factor, self.eps,
+        )  # fmt: skip
 
 
 class SEInstanceNorm(nn.InstanceNorm3d):
@@ -374,9 +483,12 @@ class SEDropout(nn.Dropout3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 6, "SEDropout")
-        b, c, s, d, h, w = x.shape
-        y = F.dropout3d(x.reshape(b, c, s * d, h, w), self.p, self.training, self.inplace)
-        return y.reshape(b, c, s, d, h, w)
+        if not self.training or self.p == 0.0:
+            return x
+        # one Bernoulli draw per (sample, channel), scaled by 1 / (1 - p) as torch's dropout3d; a broadcast product
+        # keeps the input's memory order
+        mask = F.dropout(x.new_ones(x.shape[0], x.shape[1], 1, 1, 1, 1), self.p, True)
+        return x.mul_(mask) if self.inplace else x * mask
 
 
 class SESpatialMaxPool(nn.MaxPool3d):
@@ -422,9 +534,11 @@ class SESProjection_H_Z3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 6, "SESProjection_H_Z3")
-        if self.projection_type == "max":
-            return x.amax(dim=2)
-        return x.mean(dim=2)
+        # reduce in (B, D, H, W, S, C) order: on the SE convolutions' layout the result is a channels-last volume,
+        # and the gradient flows back in the same layout
+        rows = x.permute(0, 3, 4, 5, 2, 1)
+        y = rows.amax(dim=4) if self.projection_type == "max" else rows.mean(dim=4)
+        return y.permute(0, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:
         return f"projection={self.projection_type}"

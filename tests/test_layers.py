@@ -176,3 +176,42 @@ def test_paper_parameter_layout():
     assert group.weight.shape == (16, 8, 2, 27)
     assert set(lift.state_dict()) == {"weight", "bias", "basis"}
     assert set(SESConv_H_H_1x1(4, 8).state_dict()) == {"weight", "bias"}
+
+
+@torch.no_grad()
+def test_inference_kernel_cache_follows_weight_changes():
+    """In inference the expanded kernel is cached; an in-place update, load_state_dict or a dtype change must show."""
+    layer = _with_bias(SESConv_H_H(2, 3, kernel_size=3, effective_size=2, scales=SCALES, padding=1, bias=True,
+                                   kernel_padding=False)).eval()  # fmt: skip
+    x = torch.randn(1, 2, len(SCALES), 5, 6, 7)
+
+    def expected():
+        return ref.group_conv(x.to(layer.weight.dtype), layer.weight, layer.basis, layer.bias, 1, 1)
+
+    torch.testing.assert_close(layer(x), expected(), **TOL)
+    first = layer._kernel(False)
+    assert layer._kernel(False) is first  # cached while the weights are unchanged
+    layer.weight.mul_(-2.0)  # what an optimiser step does: an in-place update
+    torch.testing.assert_close(layer(x), expected(), **TOL)
+    layer.load_state_dict({k: torch.randn_like(v) if k == "weight" else v for k, v in layer.state_dict().items()})
+    torch.testing.assert_close(layer(x), expected(), **TOL)
+    layer.double()
+    x = x.double()
+    torch.testing.assert_close(layer(x), expected(), **TOL)
+    with torch.enable_grad():  # training never uses the cache: gradients reach the weights
+        layer.train()
+        layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_batch_norm_eval_on_channels_last_layout():
+    """The SE convolutions emit (B, D, H, W, S, C) memory order; eval batch norm keeps it and stays exact."""
+    norm = SEBatchNorm(3).eval()
+    for tensor in (norm.weight, norm.bias, norm.running_mean):
+        torch.nn.init.normal_(tensor)
+    norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 5, 6, 3, 3).permute(0, 5, 4, 1, 2, 3)  # (B, C, S, D, H, W) view of that memory order
+    y = norm(x)
+    expected = ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean, var=norm.running_var)
+    torch.testing.assert_close(y, expected, **TOL)
+    assert y.stride() == x.stride()

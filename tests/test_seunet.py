@@ -103,7 +103,14 @@ def test_constructor_errors(kwargs, message):
         SEUNet(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"basis_type": "single", "scale_size": 2, "projection": "max"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"basis_type": "single", "scale_size": 2, "projection": "max"},
+        {"kernel_size": 5, "up_kernel_size": 5, "channels": (4, 4, 8)},  # the blocked (space-to-depth) convolutions
+    ],
+)
 def test_whole_network_equals_reference_formulation(kwargs):
     """SEUNet against a copy computing every SE layer with the straightforward formulation (train and eval)."""
     from se_monai.reference import reference_model
