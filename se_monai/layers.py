@@ -335,11 +335,12 @@ class SESConv_H_H(_SteerableConv):
         if x.shape[2] != self.num_scales:
             raise ValueError(f"SESConv_H_H has {self.num_scales} scales, the input has {x.shape[2]} (shape {list(x.shape)})")
         b, c, s, d, h, w = x.shape
-        if self.scale_size > 1:
+        if self.scale_size == 1:  # a view of the SE convolutions' (B, D, H, W, S, C) layout, copied otherwise
+            x = x.permute(0, 3, 4, 5, 2, 1).reshape(b, d, h, w, s * c)
+        else:
             last = x[:, :, -1:].expand(-1, -1, self.scale_size - 1, -1, -1, -1)
-            x = torch.cat([x, last], dim=2)
-        windows = x.unfold(2, self.scale_size, 1)  # (B, C, S, D, H, W, scale_size): scale i + j at [..., j]
-        x = windows.permute(0, 3, 4, 5, 2, 1, 6).reshape(b, d, h, w, s * c * self.scale_size)
+            windows = torch.cat([x, last], dim=2).unfold(2, self.scale_size, 1)  # scale i + j at [..., j]
+            x = windows.permute(0, 3, 4, 5, 2, 1, 6).reshape(b, d, h, w, s * c * self.scale_size)
         return self._conv(x.permute(0, 4, 1, 2, 3))
 
 
@@ -534,14 +535,31 @@ class SESProjection_H_Z3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_dim(x, 6, "SESProjection_H_Z3")
-        # reduce in (B, D, H, W, S, C) order: on the SE convolutions' layout the result is a channels-last volume,
-        # and the gradient flows back in the same layout
-        rows = x.permute(0, 3, 4, 5, 2, 1)
-        y = rows.amax(dim=4) if self.projection_type == "max" else rows.mean(dim=4)
-        return y.permute(0, 4, 1, 2, 3)
+        if self.projection_type == "max":
+            return x.amax(dim=2)
+        if torch.jit.is_scripting():
+            return x.mean(dim=2)
+        return _ScaleMean.apply(x.permute(0, 3, 4, 5, 2, 1)).permute(0, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:
         return f"projection={self.projection_type}"
+
+
+class _ScaleMean(torch.autograd.Function):
+    """Mean over the scale axis of ``(B, D, H, W, S, C)`` rows whose gradient is laid out like the SE
+    convolutions' outputs, whatever the layout of the incoming gradient (the loss usually returns a standard
+    ``(B, C, D, H, W)`` one): the residual sum and activation before the projection then back-propagate without
+    copies between layouts."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.num_scales = rows.shape[4]
+        return rows.mean(dim=4)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, d, h, w, c = grad.shape
+        return (grad / ctx.num_scales).unsqueeze(4).expand(b, d, h, w, ctx.num_scales, c).contiguous()
 
 
 # Friendlier names for the same classes.

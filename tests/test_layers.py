@@ -215,3 +215,14 @@ def test_batch_norm_eval_on_channels_last_layout():
     expected = ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean, var=norm.running_var)
     torch.testing.assert_close(y, expected, **TOL)
     assert y.stride() == x.stride()
+
+
+def test_mean_projection_gradient_in_the_convolution_layout():
+    """The gradient of the mean projection equals torch's and comes back in (B, D, H, W, S, C) memory order."""
+    x = torch.randn(2, 5, 6, 4, 3, 3, dtype=torch.double).permute(0, 5, 4, 1, 2, 3).requires_grad_()
+    projection = SESProjection_H_Z3("mean")
+    assert torch.autograd.gradcheck(projection, (x,))
+    upstream = torch.randn(2, 3, 5, 6, 4, dtype=torch.double)  # a standard-layout gradient, as a loss returns
+    (grad,) = torch.autograd.grad(projection(x), x, upstream)
+    torch.testing.assert_close(grad, upstream.unsqueeze(2).expand_as(x) / 3)
+    assert grad.permute(0, 3, 4, 5, 2, 1).is_contiguous()
