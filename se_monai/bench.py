@@ -8,6 +8,7 @@ kernel's high-water mark, reset before each measurement), peak allocated memory 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import re
 import statistics
@@ -40,10 +41,28 @@ def paper_baseline_unet(in_channels: int, out_channels: int) -> nn.Module:
                 num_res_units=2, act="swish", norm="batch", dropout=0.05)  # fmt: skip
 
 
-def _models(in_channels: int, out_channels: int) -> dict[str, nn.Module]:
+class Autocast(nn.Module):
+    """A network run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA), returning float32 logits."""
+
+    def __init__(self, net: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.net = net
+        self.device_type = device_type
+        self.dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.net(x).float()
+
+
+def _models(in_channels: int, out_channels: int, amp: bool = False, device: str = "cpu") -> dict[str, nn.Module]:
     se = SEUNet(in_channels=in_channels, out_channels=out_channels)
-    return {"SEUNet": se, "SEUNet reference": reference_model(se),
-            "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+    models = {"SEUNet": se, "SEUNet reference": reference_model(se),
+              "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+    if amp:
+        device_type = torch.device(device).type
+        models[f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"] = Autocast(copy.deepcopy(se), device_type)
+    return models
 
 
 def _sync(device: torch.device) -> None:
@@ -84,7 +103,7 @@ def _in_fresh_process(task: str, **kwargs: Any) -> dict[str, Any]:
 def _train_step_memory(model: str, size: int, in_channels: int, out_channels: int, device: str) -> dict[str, Any]:
     """Memory of one training step: peak minus resident before the step (MiB), in this process."""
     dev = torch.device(device)
-    net = _models(in_channels, out_channels)[model].to(dev).train()
+    net = _models(in_channels, out_channels, amp=True, device=device)[model].to(dev).train()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (1, size, size, size), device=dev)
     before = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _status_mb("VmRSS")
@@ -104,7 +123,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 def benchmark_models(
     size: int = 64, in_channels: int = 4, out_channels: int = 3, batch: int = 1, repeats: int = 5, warmup: int = 2,
-    device: str = "cpu",
+    device: str = "cpu", amp: bool = False,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
 
@@ -113,13 +132,14 @@ def benchmark_models(
         in_channels, out_channels, batch: input ``(batch, in_channels, size, size, size)``.
         repeats, warmup: timed and untimed repeats; times are medians over ``repeats``.
         device: torch device.
+        amp: also time SEUNet under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
 
     Returns:
         ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``; ``peak_mb`` is the memory one
         training step adds at its peak (CPU: resident set, measured in a fresh process; CUDA: allocated memory).
     """
     dev = torch.device(device)
-    models = _models(in_channels, out_channels)
+    models = _models(in_channels, out_channels, amp=amp, device=device)
     x = torch.randn(batch, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (batch, size, size, size), device=dev)
     steps = {}
@@ -228,14 +248,14 @@ def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: i
 
 
 def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
-        volume: bool = True) -> dict[str, Any]:  # fmt: skip
+        volume: bool = True, amp: bool = False) -> dict[str, Any]:  # fmt: skip
     """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
     if threads:
         torch.set_num_threads(threads)
     report: dict[str, Any] = {
         "config": {"size": size, "repeats": repeats, "device": device, "threads": torch.get_num_threads(),
                    "torch": torch.__version__},  # fmt: skip
-        "models": benchmark_models(size=size, repeats=repeats, device=device),
+        "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp),
     }
     models = report["models"]
     se, ref = models["SEUNet"], models["SEUNet reference"]
@@ -245,6 +265,9 @@ def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | No
         "SEUNet train_step / forward": se["train_step_s"] / se["forward_s"],
         "train_step UNet baseline / SEUNet": models["UNet baseline"]["train_step_s"] / se["train_step_s"],
     }
+    for name in [n for n in models if n.startswith("SEUNet autocast")]:
+        report["ratios"][f"train_step SEUNet / {name}"] = se["train_step_s"] / models[name]["train_step_s"]
+        report["ratios"][f"forward SEUNet / {name}"] = se["forward_s"] / models[name]["forward_s"]
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device)
     if volume:
@@ -258,14 +281,14 @@ def format_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
              f"median of {cfg['repeats']}", "",
-             f"{'model':<18}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]  # fmt: skip
+             f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]  # fmt: skip
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
-        lines.append(f"{name:<18}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
-    lines += ["", "ratios"] + [f"  {k:<36}{v:>7.2f}" for k, v in report["ratios"].items()]
+        lines.append(f"{name:<22}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
+    lines += ["", "ratios"] + [f"  {k:<44}{v:>7.2f}" for k, v in report["ratios"].items()]
     if "layers" in report:
         lines += ["", "SEUNet forward by layer kind (s)"]
-        lines += [f"  {k:<36}{v:>7.3f}" for k, v in report["layers"].items()]
+        lines += [f"  {k:<44}{v:>7.3f}" for k, v in report["layers"].items()]
     if "volume" in report:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"

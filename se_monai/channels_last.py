@@ -39,19 +39,25 @@ def _wide(matrix: torch.Tensor) -> tuple[torch.Tensor, int]:
     return matrix.view(n // r, r * c), r
 
 
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics of half-precision feature maps (autocast) accumulate in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _column_sum(wide: torch.Tensor, channels: int) -> torch.Tensor:
-    return wide.sum(0).view(-1, channels).sum(0)
+    return wide.sum(0, dtype=_accumulation_dtype(wide.dtype)).view(-1, channels).sum(0)
 
 
 def add_bias(matrix: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``matrix + bias`` per column of an ``(N, C)`` contiguous matrix; differentiable."""
     wide, r = _wide(matrix)
-    return (wide + bias.repeat(r)).view(matrix.shape)
+    return (wide + bias.to(matrix.dtype).repeat(r)).view(matrix.shape)
 
 
 def affine(matrix: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``matrix * scale + shift`` per column of an ``(N, C)`` contiguous matrix; differentiable."""
     wide, r = _wide(matrix)
+    scale, shift = scale.to(matrix.dtype), shift.to(matrix.dtype)
     return torch.addcmul(shift.repeat(r), wide, scale.repeat(r)).view(matrix.shape)
 
 
@@ -61,13 +67,14 @@ class _BatchNorm(torch.autograd.Function):
         n, c = matrix.shape
         wide, r = _wide(matrix)
         mean = _column_sum(wide, c) / n
-        centred = wide - mean.repeat(r)  # two passes: exact variance whatever the mean
+        centred = wide - mean.to(wide.dtype).repeat(r)  # two passes: exact variance whatever the mean
         var = _column_sum(centred * centred, c) / n
         rstd = torch.rsqrt(var + eps)
         scale = rstd * weight if weight is not None else rstd
         shift = -mean * scale + (bias if bias is not None else 0.0)
-        out = torch.addcmul(shift.repeat(r), wide, scale.repeat(r)).view(n, c)
+        out = torch.addcmul(shift.to(wide.dtype).repeat(r), wide, scale.to(wide.dtype).repeat(r)).view(n, c)
         ctx.save_for_backward(matrix, weight, mean, rstd)
+        ctx.bias_dtype = bias.dtype if bias is not None else mean.dtype
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
@@ -85,10 +92,11 @@ class _BatchNorm(torch.autograd.Function):
         offset = -gain * sum_grad / n - slope * mean
         grad_input = None
         if ctx.needs_input_grad[0]:
-            grad_input = torch.addcmul(offset.repeat(r), wide, slope.repeat(r))
-            grad_input = torch.addcmul(grad_input, grad_wide, gain.repeat(r)).view(n, c)
-        grad_weight = sum_grad_xhat if weight is not None and ctx.needs_input_grad[1] else None
-        grad_bias = sum_grad if ctx.needs_input_grad[2] else None
+            dtype = wide.dtype
+            grad_input = torch.addcmul(offset.to(dtype).repeat(r), wide, slope.to(dtype).repeat(r))
+            grad_input = torch.addcmul(grad_input, grad_wide, gain.to(dtype).repeat(r)).view(n, c)
+        grad_weight = sum_grad_xhat.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = sum_grad.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
         return grad_input, grad_weight, grad_bias, None
 
 

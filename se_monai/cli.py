@@ -144,7 +144,7 @@ def demo(output_dir: str = "out/demo", bundle_dir: str | None = None) -> dict[st
 
 
 def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
-          volume: bool = True, json: bool = False) -> None:  # fmt: skip
+          volume: bool = True, amp: bool = False, json: bool = False) -> None:  # fmt: skip
     """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.bench).
 
     Args:
@@ -154,13 +154,15 @@ def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | 
         threads: torch CPU threads (default: torch's choice).
         layers: include the per-layer forward breakdown.
         volume: include whole-volume sliding-window inference of the ICBM152 T1 at 1 mm.
+        amp: also time SEUNet under autocast (bfloat16 on CPU, float16 on CUDA).
         json: print JSON instead of tables.
     """
     if int(size) % 8:
         raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
     from se_monai import bench as benchmark
 
-    report = benchmark.run(size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume)
+    report = benchmark.run(size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume,
+                           amp=amp)
     if json:
         import json as json_module
 

@@ -417,8 +417,8 @@ class SEBatchNorm(nn.BatchNorm3d):
             if self.training and self.running_mean is not None and self.running_var is not None:
                 n = matrix.shape[0]
                 with torch.no_grad():
-                    self.running_mean.lerp_(mean, factor)
-                    self.running_var.lerp_(var * (n / max(n - 1, 1)), factor)
+                    self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                    self.running_var.lerp_((var * (n / max(n - 1, 1))).to(self.running_var.dtype), factor)
         else:
             scale, shift = self._inference_affine()
             y = channels_last.affine(matrix, scale, shift)

@@ -40,3 +40,15 @@ def test_cli_json_and_bad_size():
     bad = subprocess.run([sys.executable, "-m", "se_monai.cli", "bench", "--size", "30"], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "divisible by 8" in bad.stderr
+
+
+def test_autocast_row_computes_the_same_segmentation():
+    report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, amp=True)
+    assert "SEUNet autocast bf16" in report["models"]
+    assert report["ratios"]["train_step SEUNet / SEUNet autocast bf16"] > 0
+    se = bench.SEUNet(in_channels=4, out_channels=3).eval()
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        full, half = se(x), bench.Autocast(se, "cpu")(x)
+    assert half.dtype == torch.float32
+    assert (full.argmax(1) == half.argmax(1)).float().mean() > 0.95  # bfloat16 rounding flips few voxels

@@ -79,3 +79,15 @@ def test_se_batch_norm_running_statistics_as_torch(momentum):
     x = scale_channels_last(1, 3, 4, 3, 3, 3)
     b, c, s, d, h, w = x.shape
     torch.testing.assert_close(norm(x), torch_norm(x.reshape(b, c, s * d, h, w)).reshape(x.shape), **TOL)
+
+
+def test_bfloat16_autocast_keeps_float32_statistics():
+    """Under CPU autocast the feature maps are bfloat16; statistics and running estimates stay float32."""
+    norm = SEBatchNorm(3)
+    x = scale_channels_last(1, 3, 2, 4, 4, 4).to(torch.bfloat16).requires_grad_()
+    y = norm(x)
+    assert y.dtype == torch.bfloat16 and norm.running_mean.dtype == torch.float32
+    expected = ref.batch_norm(x.float(), norm.weight, norm.bias)
+    torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)
+    y.float().square().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and norm.weight.grad.dtype == torch.float32
