@@ -409,7 +409,7 @@ class SEBatchNorm(nn.BatchNorm3d):
         if torch.jit.is_scripting():
             return self._functional(x, batch_statistics)
         matrix = channels_last.channel_matrix(x)
-        if matrix is None:
+        if matrix is None or (batch_statistics and x.device.type != "cpu"):  # measured on CPU only
             return self._functional(x, batch_statistics)
         if batch_statistics:
             y, mean, var = channels_last.batch_norm(matrix, self.weight, self.bias, self.eps)

@@ -1,0 +1,124 @@
+"""Micro-benchmarks behind the design choices in docs/performance.md (run: .venv/bin/python docs/microbench.py).
+
+Each line times one alternative for one SEUNet layer shape (input 1 x 4 x 64^3, the paper's configuration), median
+of interleaved repeats in one process, 2 threads. Forward ("fwd") without autograd; "f+b" is forward and backward
+of a sum over the output.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from se_monai import channels_last, space_to_depth
+
+CL = torch.channels_last_3d
+REPEATS = 9
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def compare(title: str, variants: dict, backward: bool = True) -> None:
+    """Interleave the variants; print the median forward (and forward + backward) time of each in ms."""
+    times = {name: {"fwd": [], "f+b": []} for name in variants}
+    for _ in range(REPEATS):
+        for name, fn in variants.items():
+            with torch.no_grad():
+                times[name]["fwd"].append(timed(fn))
+            if backward:
+                times[name]["f+b"].append(timed(lambda fn=fn: fn().sum().backward()))
+    print(title)
+    for name, t in times.items():
+        line = f"  {name:<52} fwd {statistics.median(t['fwd'][2:]):6.1f} ms"
+        if backward:
+            line += f"   f+b {statistics.median(t['f+b'][2:]):6.1f} ms"
+        print(line)
+
+
+def grouped_small_channels() -> None:
+    """The top group convolution of SEUNet: 4 scales x 3 channels at 64^3, kernel 5."""
+    x = torch.randn(1, 12, 64, 64, 64).contiguous(memory_format=CL).requires_grad_()
+    kernel = torch.randn(12, 3, 5, 5, 5)
+    direct = kernel.contiguous(memory_format=CL).requires_grad_()
+    blocked = space_to_depth.blocked_kernel(kernel, 4).contiguous(memory_format=CL).requires_grad_()
+    permuted = {}
+
+    def nine_d_permute(x):  # the space-to-depth rearrangement as one 9-D permute-copy
+        b, c, d, h, w = x.shape
+        y = x.reshape(b, c, d // 2, 2, h // 2, 2, w // 2, 2).permute(0, 2, 4, 6, 1, 3, 5, 7).contiguous()
+        return y.reshape(b, d // 2, h // 2, w // 2, c * 8).permute(0, 4, 1, 2, 3)
+
+    permuted["to_blocks (depthwise one-hot convolution)"] = lambda: space_to_depth.to_blocks(x)
+    permuted["to_blocks as a 9-D permute-copy"] = lambda: nine_d_permute(x)
+    dense = torch.block_diag(*[torch.ones(3, 3)] * 4)[:, :, None, None, None] * kernel.repeat(1, 4, 1, 1, 1)
+    dense = dense.contiguous(memory_format=CL).requires_grad_()
+    folded = x.detach().reshape(4, 3, 64, 64, 64).contiguous(memory_format=CL).requires_grad_()
+    compare("group convolution 3 -> 3 channels x 4 scales, 64^3, kernel 5", {
+        "direct grouped conv3d, channels-last": lambda: F.conv3d(x, direct, None, 1, 2, 1, 4),
+        "space-to-depth form (24 -> 24 x 4, 32^3, kernel 3)": lambda: space_to_depth.blocked_conv3d(
+            x, blocked, None, 4),
+        "dense block-diagonal 12 -> 12": lambda: F.conv3d(x, dense, None, 1, 2),
+        "scales in the batch, all 4 kernels each": lambda: F.conv3d(folded, direct, None, 1, 2),
+    })  # fmt: skip
+    compare("space-to-depth rearrangement of that input", permuted)
+    x8 = torch.randn(1, 32, 16, 16, 16).contiguous(memory_format=CL).requires_grad_()
+    kernel8 = torch.randn(32, 8, 5, 5, 5)
+    direct8 = kernel8.contiguous(memory_format=CL).requires_grad_()
+    blocked8 = space_to_depth.blocked_kernel(kernel8, 4).contiguous(memory_format=CL).requires_grad_()
+    compare("group convolution 8 -> 8 channels x 4 scales, 16^3, kernel 5 (above the blocking threshold)", {
+        "direct grouped conv3d, channels-last": lambda: F.conv3d(x8, direct8, None, 1, 2, 1, 4),
+        "space-to-depth form": lambda: space_to_depth.blocked_conv3d(x8, blocked8, None, 4),
+    })  # fmt: skip
+
+
+def transposed_bias() -> None:
+    """The top transposed convolution: 4 scales x 8 -> 3 channels, 32^3 -> 64^3, kernel 5, stride 2."""
+    x = torch.randn(1, 32, 32, 32, 32).contiguous(memory_format=CL)
+    kernel = torch.randn(32, 3, 5, 5, 5).contiguous(memory_format=CL)
+    bias = torch.randn(12)
+    compare("transposed group convolution 8 -> 3 x 4 scales, 32^3 -> 64^3", {
+        "bias fused into conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, bias, 2, 2, 1, 4),
+        "bias added after conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, None, 2, 2, 1, 4)
+        + bias.view(1, -1, 1, 1, 1),
+    }, backward=False)  # fmt: skip
+
+
+def batch_norm_chain() -> None:
+    """Batch norm + SiLU on the (B, D, H, W, S, C) layout of the top of SEUNet, consumed channels-last."""
+    base = torch.randn(1, 64, 64, 64, 4, 3)
+    weight, bias = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+
+    def chain(norm):
+        def run():
+            x = base.clone().requires_grad_().permute(0, 5, 4, 1, 2, 3)
+            y = F.silu(norm(x))
+            return y.permute(0, 3, 4, 5, 2, 1).reshape(1, 64, 64, 64, 12)  # what the next SE convolution reads
+
+        return run
+
+    def torch_norm(x):
+        return F.batch_norm(x, torch.zeros(3), torch.ones(3), weight, bias, True, 0.1, 1e-5)
+
+    def layout_norm(x):
+        y, _, _ = channels_last.batch_norm(channels_last.channel_matrix(x), weight, bias, 1e-5)
+        return y.view(1, 64, 64, 64, 4, 3).permute(0, 5, 4, 1, 2, 3)
+
+    compare("batch norm (batch statistics) + SiLU, 3 channels x 4 scales at 64^3", {
+        "torch.nn.functional.batch_norm": chain(torch_norm),
+        "se_monai.channels_last.batch_norm": chain(layout_norm),
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    grouped_small_channels()
+    transposed_bias()
+    batch_norm_chain()
