@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 __all__ = ["BASIS_TYPES", "hermite_gaussian_1d", "single_scale_basis", "multi_scale_basis", "steerable_basis"]
 
-#: Basis kinds accepted by every scale-equivariant convolution (``basis_type`` argument).
-BASIS_TYPES = ("single", "multi")
+#: Basis kinds accepted by every scale-equivariant convolution (``basis_type`` argument); "disco" is the basis
+#: optimised for equivariance of :mod:`se_monai.disco`.
+BASIS_TYPES = ("single", "multi", "disco")
 #: Default highest total order n + m + k of the "multi" basis (paper's code).
 DEFAULT_MAX_ORDER = 4
 #: Default ratio between the Gaussian widths of the "multi" basis (sigma / mult**j; paper's code).
@@ -122,8 +123,9 @@ def steerable_basis(
         kernel_size: edge length k of the cubic kernel (voxels).
         scales: Gaussian widths sigma (voxels), one per scale of the scale-translation group.
         effective_size: number of functions per axis; the basis has ``effective_size**3`` functions.
-        basis_type: "single" (orders < effective_size) or "multi" (total order <= max_order at
-            several widths).
+        basis_type: "single" (orders < effective_size), "multi" (total order <= max_order at
+            several widths), or "disco" (optimised for equivariance, :func:`se_monai.disco.disco_basis`; it ignores
+            ``kernel_padding``, ``max_order`` and ``mult``).
         kernel_padding: if True, the basis at scale sigma is sampled on
             ``int(k * sigma / max(scales)) // 2 * 2 + 1`` voxels (odd k) and zero-padded to k.
         max_order: highest total order for "multi".
@@ -144,6 +146,10 @@ def steerable_basis(
         raise ValueError(f"scales must be a non-empty list of positive widths, got {scales}")
     if effective_size < 1 or kernel_size < 1:
         raise ValueError(f"kernel_size and effective_size must be >= 1, got {kernel_size}, {effective_size}")
+    if basis_type == "disco":
+        from se_monai.disco import disco_basis
+
+        return disco_basis(kernel_size, scales, effective_size)
     num_funcs = effective_size**3
     per_scale = []
     for sigma in scales:

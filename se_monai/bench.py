@@ -61,7 +61,8 @@ def _models(in_channels: int, out_channels: int, amp: bool = False, device: str 
               "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
     if amp:
         device_type = torch.device(device).type
-        models[f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"] = Autocast(copy.deepcopy(se), device_type)
+        name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
+        models[name] = Autocast(copy.deepcopy(se), device_type)
     return models
 
 

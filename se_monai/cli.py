@@ -6,6 +6,8 @@
     se-monai prepare-data DIR                    write the offline ICBM152 brain-tissue dataset (MSD layout)
     se-monai demo [--output_dir DIR]             segment the real ICBM152 T1 and print grey/white-matter Dice
     se-monai bench [--json]                      time SEUNet, its reference formulation and MONAI's UNet
+    se-monai equivariance [--json]               equivariance error of the Hermite and optimised bases, a plain CNN
+    se-monai fit-basis --kernel_size K --effective_size E --scales [..]   fit and store an optimised basis
 
 Bad input ends with one line ``se-monai: error: <file>: <problem>`` on stderr and exit status 2.
 """
@@ -21,7 +23,9 @@ import fire
 
 from se_monai.io import InputError, check_nifti, check_output_path, staged_output_dir
 
-__all__ = ["segment", "train", "evaluate", "prepare_data", "demo", "bench", "main"]
+__all__ = [
+    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "main",
+]  # fmt: skip
 
 
 def _bundle_dir(bundle_dir: str | None) -> Path:
@@ -171,6 +175,78 @@ def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | 
         print(benchmark.format_table(report))
 
 
+def _floats(value: Any, name: str) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"--{name} {value}: expected a number or a list of numbers, e.g. [1,0.9,0.81]") from err
+
+
+def equivariance(kernel_size: int = 9, effective_size: int = 3, scales: Any = None, size: int = 64,
+                 factors: Any = (0.9, 0.81), interpolations: Any = ("cubic", "trilinear"), seeds: Any = (0, 1),
+                 activation: str = "silu", integer: bool = True, network: bool = True,
+                 json: bool = False) -> None:  # fmt: skip
+    """Scale-equivariance error of the Hermite and optimised (disco) bases and a plain CNN (see se_monai.equivariance).
+
+    Args:
+        kernel_size, effective_size: of the SE convolutions.
+        scales: Gaussian widths (voxels), e.g. [1,0.9,0.81,0.729] (default 0.9**i, i = 0..3).
+        size: edge (voxels) of the smooth random test fields.
+        factors: rescale factors, each a power of the ratio between consecutive scales.
+        interpolations: resampling of the inputs and outputs: cubic, trilinear, nearest.
+        seeds: random fields and weights to average over.
+        activation: between the convolutions of the stack: silu or relu.
+        integer: include scales (1, 2) with 2x subsampling.
+        network: include the bundle's trained SEUNet end to end on the real T1.
+        json: print JSON instead of tables.
+    """
+    from se_monai import equivariance as measure
+
+    interpolations = [interpolations] if isinstance(interpolations, str) else list(interpolations)
+    seeds = [int(v) for v in _floats(seeds, "seeds")]
+    try:
+        result = measure.report(kernel_size=int(kernel_size), effective_size=int(effective_size),
+                                scales=None if scales is None else _floats(scales, "scales"), size=int(size),
+                                factors=_floats(factors, "factors"), interpolations=interpolations, seeds=seeds,
+                                activation=activation, integer=integer, network=network)  # fmt: skip
+    except ValueError as err:
+        raise InputError(f"equivariance: {err}") from err
+    if json:
+        import json as json_module
+
+        print(json_module.dumps(result, indent=2))
+    else:
+        print(measure.format_table(result))
+
+
+def fit_basis(kernel_size: int, effective_size: int, scales: Any, output_dir: str | None = None,
+              interpolation: str = "cubic") -> str:  # fmt: skip
+    """Fit the optimised (disco) basis for a configuration and store it (default: the cache se-monai reads).
+
+    Args:
+        kernel_size, effective_size: of the SE convolutions.
+        scales: Gaussian widths (voxels), e.g. [1,0.9,0.81].
+        output_dir: folder to write to (default ``$SE_MONAI_CACHE`` or ``~/.cache/se-monai/bases``).
+        interpolation: resampling operator the loss uses (cubic, trilinear, nearest).
+
+    Returns:
+        The path written.
+    """
+    from se_monai import disco
+
+    scale_list = _floats(scales, "scales")
+    target = Path(output_dir) if output_dir is not None else disco.cache_dir()
+    try:
+        basis = disco.fit_disco_basis(int(kernel_size), scale_list, int(effective_size), interpolation, progress=True)
+    except ValueError as err:
+        raise InputError(f"fit-basis: {err}") from err
+    path = target / disco.basis_filename(int(kernel_size), int(effective_size), scale_list, interpolation)
+    disco.save_basis(basis, path)
+    print(f"basis written to {path}")
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``se-monai`` command."""
     commands = {
@@ -181,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         "prepare_data": prepare_data,
         "demo": demo,
         "bench": bench,
+        "equivariance": equivariance,
+        "fit-basis": fit_basis,
+        "fit_basis": fit_basis,
     }
     try:
         fire.Fire(commands, command=argv, name="se-monai", serialize=lambda _: None)

@@ -101,7 +101,9 @@ class _SteerableConv(nn.Module):
         self.register_buffer("basis", basis)
         self.num_funcs = int(basis.shape[0])
         self.weight = nn.Parameter(torch.empty(*weight_shape, self.num_funcs))
-        self._kernel_cache: tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor] | None = None
+        # inference cache of the prepared kernel: (key of weight and basis versions, kernel); see _kernel
+        self._kernel_cache: tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor] | None
+        self._kernel_cache = None
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels))
         else:

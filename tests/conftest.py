@@ -1,11 +1,14 @@
 import os
 import sys
+import tempfile
 
 import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# optimised bases fitted during the tests go to a throw-away folder, not the user's cache
+os.environ["SE_MONAI_CACHE"] = tempfile.mkdtemp(prefix="se-monai-bases-")
 
 
 @pytest.fixture(autouse=True)

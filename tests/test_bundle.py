@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import write_crops
+from se_monai.basis import steerable_basis
 from se_monai.workflows import default_bundle_dir, run_bundle
 
 BUNDLE = default_bundle_dir()
@@ -74,3 +75,15 @@ def test_monai_bundle_run_segments_a_folder(tmp_path):
         assert seg.shape == image.shape
         np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+
+
+def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):
+    """SEUNet with basis_type "disco" through the bundle's train.json (a short run)."""
+    workflow = run_bundle(["train.json"], dataset_dir=str(icbm_dataset), ckpt_dir=str(tmp_path / "models"),
+                          output_dir=str(tmp_path / "eval"), **{**SHORT, "network_def#basis_type": "disco"})  # fmt: skip
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
+    network = workflow.parser.get_parsed_content("network")
+    expected = steerable_basis(5, [1.0, 0.9, 0.81, 0.729], 3, "disco")
+    torch.testing.assert_close(network.model[0].conv[0].conv.basis, expected)
+    assert (tmp_path / "models" / "model.pt").is_file()
