@@ -8,6 +8,8 @@
     se-monai bench [--json]                      time SEUNet, its reference formulation and MONAI's UNet
     se-monai equivariance [--json]               equivariance error of the Hermite and optimised bases, a plain CNN
     se-monai fit-basis --kernel_size K --effective_size E --scales [..]   fit and store an optimised basis
+    se-monai experiment CONFIG [--output_dir DIR]   scale-generalisation experiment (resumable), results and plots
+    se-monai plot-overlay RESULTS_DIR ARM_A ARM_B   image, ground truth and two models' predictions on a slice
 
 Bad input ends with one line ``se-monai: error: <file>: <problem>`` on stderr and exit status 2.
 """
@@ -24,7 +26,7 @@ import fire
 from se_monai.io import InputError, check_nifti, check_output_path, staged_output_dir
 
 __all__ = [
-    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "main",
+    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "experiment", "plot_overlay", "main",
 ]  # fmt: skip
 
 
@@ -247,6 +249,101 @@ def fit_basis(kernel_size: int, effective_size: int, scales: Any, output_dir: st
     return str(path)
 
 
+def experiment(config: str, output_dir: str | None = None, dataset_dir: str | None = None, plots: bool = True,
+               progress: bool = True) -> str:  # fmt: skip
+    """Run an experiment config (configs/scale_generalisation.json): train and test every arm, size and seed.
+
+    Finished runs are kept and skipped, so the same command resumes an interrupted experiment.
+
+    Args:
+        config: the experiment's JSON file.
+        output_dir: replaces the config's ``output_dir`` (runs, results.csv/json, plots).
+        dataset_dir: replaces the config's ``dataset_dir`` (an MSD-layout dataset).
+        plots: draw the Dice plots (PNG) from the results.
+        progress: show the progress bar.
+
+    Returns:
+        The output folder.
+    """
+    from se_monai import experiment as runner
+
+    try:
+        settings = runner.load_config(config, output_dir=output_dir, dataset_dir=dataset_dir)
+        results = runner.run_experiment(settings, progress=progress)
+    except runner.ConfigError as err:
+        raise InputError(str(err)) from err
+    target = Path(settings["output_dir"])
+    if plots:
+        from se_monai import plots as plotting
+
+        for path in plotting.plot_results(results, target, settings.get("test_scales")):
+            print(f"plot written to {path}")
+    print(runner.format_summary(results))
+    print(f"results in {target / 'results.csv'} and {target / 'results.json'}")
+    return str(target)
+
+
+def plot_overlay(results_dir: str, arms: Any = ("seunet_mean_aug", "unet_paper_aug"), train_size: int | None = None,
+                 seed: int = 0, scale: float = 0.7, axis: int = 2, index: int | None = None,
+                 output: str | None = None) -> str:  # fmt: skip
+    """Draw a test image, its ground truth and the predictions of two (or more) trained arms on one slice, voxels
+    coloured as true positive, false positive and false negative (se_monai.plots.plot_overlay).
+
+    Args:
+        results_dir: an experiment's output folder (``se-monai experiment``).
+        arms: arm names of the config, e.g. [seunet_mean_aug,unet_paper_aug].
+        train_size: the runs' training-set size (default: the smallest of the experiment).
+        seed: the runs' seed.
+        scale: the test scale of the image.
+        axis, index: slice across axis 0, 1 or 2 (default 2); index default: the slice with the most foreground.
+        output: PNG to write (default ``<results_dir>/overlay_n<size>_scale<scale*100>.png``).
+
+    Returns:
+        The path written.
+    """
+    import json as json_module
+
+    import nibabel as nib
+    import numpy as np
+
+    from se_monai import experiment as runner
+    from se_monai import plots as plotting
+
+    root = Path(results_dir)
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise InputError(f"{root}: not an experiment output folder (no config.json)")
+    config = json_module.loads(config_path.read_text())
+    arms = [arms] if isinstance(arms, str) else list(arms)
+    size = int(train_size) if train_size is not None else min(config["train_sizes"])
+    tag = f"_scale{round(float(scale) * 100):03d}"
+    images = sorted(p for p in (root / "test_scales").glob(f"*{tag}.nii.gz"))
+    if not images:
+        raise InputError(f"{root / 'test_scales'}: no test image at scale {scale}")
+    image_path = images[0]
+    label_path = image_path.with_name(image_path.name.replace(".nii.gz", "_label.nii.gz"))
+    target = Path(output) if output else root / f"overlay_n{size:03d}{tag}.png"
+    try:
+        predictions = {
+            f"{config['arms'][arm].get('model', arm)}{' + aug.' if config['arms'][arm]['augment'] else ''}":
+                runner.predict(root, f"{arm}__n{size:03d}__seed{int(seed)}", image_path)
+            for arm in arms
+        }  # fmt: skip
+    except KeyError as err:
+        raise InputError(f"{config_path}: no arm {err} (arms: {', '.join(config['arms'])})") from err
+    except runner.ConfigError as err:
+        raise InputError(str(err)) from err
+    image = np.asarray(nib.load(str(image_path)).dataobj, dtype=np.float32)
+    truth = np.asarray(nib.load(str(label_path)).dataobj).astype(np.int64)
+    try:
+        written = plotting.plot_overlay(image, truth, predictions, target, axis=int(axis), index=index,
+                                        title=f"{image_path.name}: test scale {scale:g}, {size} training subjects")
+    except ValueError as err:
+        raise InputError(f"{image_path}: {err}") from err
+    print(f"overlay written to {written}")
+    return str(written)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``se-monai`` command."""
     commands = {
@@ -260,6 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         "equivariance": equivariance,
         "fit-basis": fit_basis,
         "fit_basis": fit_basis,
+        "experiment": experiment,
+        "plot-overlay": plot_overlay,
+        "plot_overlay": plot_overlay,
     }
     try:
         fire.Fire(commands, command=argv, name="se-monai", serialize=lambda _: None)

@@ -7,6 +7,7 @@ them with ``monai.bundle.ConfigWorkflow``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ def run_bundle(
     configs: Sequence[str],
     bundle_dir: str | os.PathLike | None = None,
     workflow_type: str = "train",
+    quiet: bool = False,
     **overrides: Any,
 ) -> ConfigWorkflow:
     """Run bundle configs, e.g. ``run_bundle(["train.json"], epochs=2, dataset_dir="data/icbm152")``.
@@ -57,6 +59,7 @@ def run_bundle(
         configs: config file names inside ``<bundle>/configs`` (later files override earlier ones), or paths.
         bundle_dir: the bundle folder; default :func:`default_bundle_dir`.
         workflow_type: "train" or "infer" (MONAI's ConfigWorkflow type; "infer" also serves evaluation).
+        quiet: skip the bundle's logging.conf and silence INFO logs while the workflow runs (warnings still show).
         overrides: config ids and their values; ids with ``#`` go through a dict
             (``run_bundle(cfgs, **{"validate#inferer#overlap": 0.5})``).
 
@@ -69,16 +72,24 @@ def run_bundle(
     root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     files = [str(p if Path(p).is_file() else root / "configs" / p) for p in configs]
     overrides.setdefault("bundle_root", str(root))
-    workflow = ConfigWorkflow(
-        config_file=files if len(files) > 1 else files[0],
-        meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=str(root / "configs" / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    previous = logging.root.manager.disable
+    if quiet:
+        logging.disable(logging.WARNING)  # ConfigWorkflow warns that it skips the logging file
+    try:
+        workflow = ConfigWorkflow(
+            config_file=files if len(files) > 1 else files[0],
+            meta_file=str(root / "configs" / "metadata.json"),
+            logging_file=False if quiet else str(root / "configs" / "logging.conf"),
+            workflow_type=workflow_type,
+            **overrides,
+        )
+        if quiet:
+            logging.disable(logging.INFO)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        logging.disable(previous)
     return workflow
 
 
