@@ -364,7 +364,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]], column: str, title: str) -> str:
+def _table(rows: list[dict[str, Any]], column: str, title: str, spread: bool = True) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     columns = sorted({r[column] for r in rows})
     cell = {(r["arm"], r[column]): r for r in rows}
@@ -372,7 +372,8 @@ def _table(rows: list[dict[str, Any]], column: str, title: str) -> str:
     for arm in arms:
         values = [cell.get((arm, c)) for c in columns]
         lines.append(f"{arm:<22}" + "".join(
-            f"{'-':>14}" if v is None else f"{v['dice']:>8.3f} ±{v['std']:.3f}" for v in values))  # fmt: skip
+            f"{'-':>14}" if v is None else f"{v['dice']:>8.3f} ±{v['std']:.3f}" if spread else f"{v['dice']:>14.3f}"
+            for v in values))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -387,9 +388,27 @@ def format_summary(results: Sequence[dict[str, Any]]) -> str:
     largest = max(r["train_size"] for r in rows)
     by_size = _table([r for r in rows if r["test_scale"] == reference], "train_size",
                      f"mean Dice by training-set size (columns), test scale {reference:g}")  # fmt: skip
-    by_scale = _table([r for r in rows if r["train_size"] == largest], "test_scale",
-                      f"mean Dice by test scale (columns), {largest} training subjects")  # fmt: skip
-    return by_size + "\n\n" + by_scale
+    smallest = min(r["train_size"] for r in rows)
+    tables = [by_size]
+    for size in dict.fromkeys((smallest, largest)):
+        tables.append(_table([r for r in rows if r["train_size"] == size], "test_scale",
+                             f"mean Dice by test scale (columns), {size} training subjects"))  # fmt: skip
+    low = 0.7 if 0.7 in scales else min(scales)
+    drops = []
+    for high_row, low_row in _pairs(rows, reference, low).values():
+        drops.append({**high_row, "dice": high_row["dice"] - low_row["dice"]})
+    tables.append(_table(drops, "train_size", f"Dice drop from test scale {reference:g} to {low:g} by training-set "
+                                              "size (columns; seed means)", spread=False))  # fmt: skip
+    return "\n\n".join(tables)
+
+
+def _pairs(rows: list[dict[str, Any]], first: float, second: float) -> dict[tuple[str, int], tuple[dict, dict]]:
+    cell = {(r["arm"], r["train_size"], r["test_scale"]): r for r in rows}
+    return {
+        (arm, size): (cell[(arm, size, first)], cell[(arm, size, second)])
+        for (arm, size, scale) in cell
+        if scale == first and (arm, size, second) in cell
+    }
 
 
 def predict(output_dir: str | os.PathLike, run: str, image: str | os.PathLike) -> np.ndarray:
