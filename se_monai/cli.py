@@ -10,6 +10,7 @@
     se-monai fit-basis --kernel_size K --effective_size E --scales [..]   fit and store an optimised basis
     se-monai experiment CONFIG [--output_dir DIR]   scale-generalisation experiment (resumable), results and plots
     se-monai plot-overlay RESULTS_DIR ARM_A ARM_B   image, ground truth and two models' predictions on a slice
+    se-monai export-onnx OUT.onnx                 export the bundle's network to ONNX (dynamic batch and sizes)
 
 Bad input ends with one line ``se-monai: error: <file>: <problem>`` on stderr and exit status 2.
 """
@@ -26,7 +27,7 @@ import fire
 from se_monai.io import InputError, check_nifti, check_output_path, staged_output_dir
 
 __all__ = [
-    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "experiment", "plot_overlay", "main",
+    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "experiment", "plot_overlay", "export_onnx", "main",
 ]  # fmt: skip
 
 
@@ -344,6 +345,37 @@ def plot_overlay(results_dir: str, arms: Any = ("seunet_mean_aug", "unet_paper_a
     return str(written)
 
 
+def export_onnx(output: str, bundle_dir: str | None = None, ckpt_file: str | None = None,
+                input_shape: Any = (1, 1, 96, 96, 96), dynamic: bool = True, check: bool = True) -> str:  # fmt: skip
+    """Export the bundle's network with its trained weights to ONNX (input ``image`` (B, 1, D, H, W), output
+    ``logits`` (B, 3, D, H, W); D, H, W multiples of 8 when dynamic).
+
+    Args:
+        output: the .onnx file to write (an existing file is replaced only after a successful export).
+        bundle_dir: the bundle folder (default: the one shipped with se-monai).
+        ckpt_file: weights (default ``<bundle>/models/model.pt``).
+        input_shape: example input (B, C, D, H, W).
+        dynamic: free batch and spatial sizes.
+        check: compare onnxruntime with the eager network on the example shape and print the difference.
+
+    Returns:
+        The path written.
+    """
+    from se_monai import export
+
+    root = _bundle_dir(bundle_dir)
+    shape = tuple(int(v) for v in _floats(input_shape, "input_shape"))
+    try:
+        network = export.load_bundle_network(root, ckpt_file)
+        written = export.export_onnx(output, network, input_shape=shape, dynamic=dynamic)
+    except (ValueError, KeyError) as err:
+        raise InputError(str(err).strip("'\"")) from err
+    print(f"ONNX model written to {written}")
+    if check:
+        print(f"max |onnxruntime - eager| on {shape}: {export.check_onnx(written, network, shape):.2e}")
+    return str(written)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``se-monai`` command."""
     commands = {
@@ -360,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         "experiment": experiment,
         "plot-overlay": plot_overlay,
         "plot_overlay": plot_overlay,
+        "export-onnx": export_onnx,
+        "export_onnx": export_onnx,
     }
     try:
         fire.Fire(commands, command=argv, name="se-monai", serialize=lambda _: None)

@@ -61,6 +61,13 @@ def _check_dim(x: torch.Tensor, dim: int, layer: str) -> None:
         raise ValueError(f"{layer} expects a {dim}-D {what}, got shape {list(x.shape)}")
 
 
+
+@torch.jit.ignore
+def _tracing() -> bool:
+    """True under torch.jit.trace, torch.compile and torch.export (the ONNX exporter), where no kernel is cached."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class _SteerableConv(nn.Module):
     """Common part of the lifting and group convolutions: basis buffer, weights, geometry."""
 
@@ -125,11 +132,11 @@ class _SteerableConv(nn.Module):
         cached until the weights change.
 
         The cache is keyed on the version counters and storage of ``weight`` and ``basis``, so an optimiser step,
-        ``load_state_dict`` or ``.to()`` invalidates it. TorchScript recomputes the direct kernel on every call.
+        ``load_state_dict`` or ``.to()`` invalidates it. TorchScript, tracing and export recompute it on every call.
         """
         if torch.jit.is_scripting():
             return self.expanded_kernel().contiguous(memory_format=torch.channels_last_3d)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or _tracing():
             return self._prepared_kernel(blocked)
         key = (self.weight._version, self.weight.data_ptr(), self.basis._version, self.basis.data_ptr(),
                self.weight.dtype, self.weight.device, blocked)  # fmt: skip
