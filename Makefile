@@ -7,7 +7,7 @@ DATA := data/icbm152
 # CPU torch on this project's machines; GPU users install their own torch before `pip install -e .`.
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 
-.PHONY: setup demo test test-slow data train evaluate clean
+.PHONY: setup demo test test-slow test-monailabel experiment experiment-quick data train evaluate clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,28 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
+# MONAI Label 0.8.5 in its own environment: it imports torchvision, whose registry wheel needs the registry's own
+# (CUDA) torch build, about 7 GB; find-links to the local CPU wheel is cleared from both the environment and pip's
+# config file for these installs (docs/monailabel.md).
+ML_VENV := .venv-monailabel
+ML_PIP := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PIP_CONSTRAINT=$(CURDIR)/.ci/constraints-monailabel.txt \
+	$(ML_VENV)/bin/python -m pip install --quiet
+$(ML_VENV)/.installed: pyproject.toml .ci/constraints-monailabel.txt
+	$(PYTHON) -m venv $(ML_VENV)
+	$(ML_PIP) torch==2.13.0 torchvision==0.28.0 monailabel==0.8.5
+	$(ML_PIP) -e '.[test]'
+	touch $@
+
+test-monailabel: $(ML_VENV)/.installed
+	$(ML_VENV)/bin/python -m pytest -m monailabel tests/test_monailabel.py
+
+# The scale-generalisation experiment (docs/results.md): about 2 hours on 2 CPU cores; resumable.
+experiment: setup
+	$(BIN)/se-monai experiment configs/scale_generalisation.json
+
+experiment-quick: setup
+	$(BIN)/se-monai experiment configs/scale_generalisation_quick.json
+
 $(DATA)/dataset.json: | $(STAMP)
 	$(BIN)/se-monai prepare-data $(DATA) --num_subjects 12 --seed 0
 
@@ -43,4 +65,4 @@ evaluate: data
 		--bundle_root bundle --dataset_dir $(DATA)
 
 clean:
-	rm -rf $(VENV) out bundle/eval .pytest_cache
+	rm -rf $(VENV) $(ML_VENV) out bundle/eval .pytest_cache

@@ -1,0 +1,126 @@
+"""The bundle inside MONAI Label: a real ``monailabel start_server`` with the monaibundle sample app serves
+inference on a NIfTI study. Runs in MONAI Label's own environment: ``make test-monailabel`` (docs/monailabel.md)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from helpers import write_crops
+from se_monai.data import load_icbm152, tissue_labels
+from se_monai.workflows import default_bundle_dir, label_dice
+
+pytestmark = pytest.mark.monailabel
+
+monailabel = pytest.importorskip("monailabel")
+requests = pytest.importorskip("requests")
+
+BUNDLE_NAME = "se_monai_brain_tissue"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _monailabel_command() -> list[str]:
+    return [str(Path(sys.executable).with_name("monailabel"))]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The environment with this interpreter's bin folder first: the ``monailabel`` script runs ``python``."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A MONAI Label server with the monaibundle app, the se-monai bundle as a local bundle, one study."""
+    root = tmp_path_factory.mktemp("monailabel")
+    app = root / "apps" / "monaibundle"
+    done = subprocess.run(_monailabel_command() + ["apps", "--download", "--name", "monaibundle", "--output",
+                                                   str(root / "apps")], capture_output=True, text=True, timeout=120,
+                          env=_env())  # fmt: skip
+    assert done.returncode == 0 and (app / "main.py").is_file(), done.stdout + done.stderr
+    bundle = default_bundle_dir()
+    shutil.copytree(bundle, app / "model" / BUNDLE_NAME, ignore=shutil.ignore_patterns("eval", "logs", "__pycache__"))
+    studies = root / "studies"
+    crops = write_crops(root / "crops")
+    studies.mkdir()
+    shutil.copy(crops["ras"], studies / "t1_crop.nii.gz")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    process = subprocess.Popen(
+        _monailabel_command() + ["start_server", "--app", str(app), "--studies", str(studies), "--host", "127.0.0.1",
+                                 "--port", str(port), "--conf", "models", BUNDLE_NAME, "--conf", "zoo_source", "github",
+                                 "--conf", "sam2", "false", "--conf", "skip_trainers", "true"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+        env=_env(MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="2"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                pytest.fail("monailabel exited:\n" + (root / "server.log").read_text()[-4000:])
+            try:
+                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("monailabel did not answer in 300 s:\n" + (root / "server.log").read_text()[-4000:])
+            time.sleep(2)
+        yield {"url": url, "root": root, "study": studies / "t1_crop.nii.gz"}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_server_lists_the_bundle(server):
+    import requests
+
+    info = requests.get(f"{server['url']}/info/", timeout=30).json()
+    model = info["models"][BUNDLE_NAME]
+    assert model["type"] == "segmentation" and model["dimension"] == 3
+    assert model["labels"] == {"other": 0, "grey matter": 1, "white matter": 2}
+    datastore = requests.get(f"{server['url']}/datastore/?output=all", timeout=30).json()
+    assert "t1_crop" in datastore["objects"]
+
+
+def test_infer_returns_the_label_volume(server):
+    import requests
+
+    start = time.perf_counter()
+    response = requests.post(f"{server['url']}/infer/{BUNDLE_NAME}", params={"image": "t1_crop", "output": "image"},
+                             timeout=600)  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert response.status_code == 200, response.text[:2000]
+    result = server["root"] / "result.nii.gz"
+    result.write_bytes(response.content)
+    label = nib.load(str(result))
+    study = nib.load(str(server["study"]))
+    assert label.shape == study.shape  # MONAI Label restores the study's grid
+    np.testing.assert_allclose(label.affine, study.affine, atol=1e-4)
+    values = np.asarray(label.dataobj).round().astype(np.int64)
+    assert set(np.unique(values)) == {0, 1, 2}
+    # the crop's reference labels from the template's probability maps: the served segmentation is a real one
+    from helpers import BLOCK
+
+    _, gm, wm, _ = load_icbm152()
+    reference = tissue_labels(gm[BLOCK], wm[BLOCK])
+    dice = label_dice(values, reference, {"grey matter": 1, "white matter": 2})
+    assert dice["grey matter"] > 0.75 and dice["white matter"] > 0.8, dice
+    print(f"infer: {seconds:.1f} s, Dice {dice}")
