@@ -168,7 +168,7 @@ def test_quick_config_runs_resumes_and_plots(tmp_path, icbm_dataset):
           "False", "--plots", "False"])  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     # an overlay of two arms' predictions on the rescaled real T1
-    arms = list(config["arms"])[:2]
+    arms = list(config["arms"])[:2]  # SE-U-Net and the matched UNet
     main(["plot-overlay", str(out), "--arms", f"[{arms[0]},{arms[1]}]", "--scale", "0.7"])
     overlay = out / "overlay_n001_scale070.png"
     assert overlay.read_bytes()[:4] == b"\x89PNG"
