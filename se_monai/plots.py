@@ -54,8 +54,9 @@ def _draw(ax, rows: list[dict[str, Any]], column: str) -> None:
 
 def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLike,
                  test_scales: Sequence[float] | None = None) -> list[Path]:  # fmt: skip
-    """Draw ``dice_vs_train_size.png`` (test scale 1.0, or the closest) and ``dice_vs_test_scale.png`` (largest
-    training set) from the experiment's results (:func:`se_monai.experiment.collect_results`).
+    """Draw ``dice_vs_train_size.png`` (test scale 1.0, or the closest), ``dice_vs_test_scale.png`` (largest
+    training set) and ``dice_vs_test_scale_smallest.png`` (smallest training set, when it differs) from the
+    experiment's results (:func:`se_monai.experiment.collect_results`).
 
     Args:
         results: finished runs.
@@ -77,12 +78,17 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
     reference = min(scales, key=lambda s: abs(s - 1.0))
     largest = max(r["train_size"] for r in rows)
     shown = set(scales if test_scales is None else (float(s) for s in test_scales))
+    smallest = min(r["train_size"] for r in rows)
     figures = [
         ("dice_vs_train_size.png", [r for r in rows if r["test_scale"] == reference], "train_size",
          "Number of training subjects", f"test scale {reference:g}"),
         ("dice_vs_test_scale.png", [r for r in rows if r["train_size"] == largest and r["test_scale"] in shown],
          "test_scale", "Scaling of test data", f"{largest} training subjects"),
     ]  # fmt: skip
+    if smallest != largest:
+        figures.append(("dice_vs_test_scale_smallest.png",
+                        [r for r in rows if r["train_size"] == smallest and r["test_scale"] in shown],
+                        "test_scale", "Scaling of test data", f"{smallest} training subjects"))  # fmt: skip
     written = []
     for name, subset, column, xlabel, title in figures:
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
