@@ -378,19 +378,17 @@ def _table(rows: list[dict[str, Any]], column: str, title: str, spread: bool = T
 
 
 def format_summary(results: Sequence[dict[str, Any]]) -> str:
-    """Two tables of mean Dice (± standard deviation over seeds): by training-set size at test scale 1.0 (or the
-    scale closest to it), and by test scale at the largest training-set size."""
+    """Tables of mean Dice (± standard deviation over seeds): by training-set size at test scale 1.0 (or the scale
+    closest to it); by test scale for each training-set size; and the drop from scale 1.0 to 0.7."""
     rows = summarise(results)
     if not rows:
         return "no finished runs"
     scales = sorted({r["test_scale"] for r in rows})
     reference = min(scales, key=lambda s: abs(s - 1.0))
-    largest = max(r["train_size"] for r in rows)
     by_size = _table([r for r in rows if r["test_scale"] == reference], "train_size",
                      f"mean Dice by training-set size (columns), test scale {reference:g}")  # fmt: skip
-    smallest = min(r["train_size"] for r in rows)
     tables = [by_size]
-    for size in dict.fromkeys((smallest, largest)):
+    for size in sorted({r["train_size"] for r in rows}):
         tables.append(_table([r for r in rows if r["train_size"] == size], "test_scale",
                              f"mean Dice by test scale (columns), {size} training subjects"))  # fmt: skip
     low = 0.7 if 0.7 in scales else min(scales)
