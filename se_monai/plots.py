@@ -22,6 +22,7 @@ __all__ = ["STYLES", "plot_results", "plot_overlay", "confusion_colours"]
 STYLES = {
     "seunet_mean": ("tab:green", "o"),
     "seunet_max": ("tab:blue", "^"),
+    "seunet_disco": ("tab:olive", "p"),
     "unet_paper": ("tab:red", "s"),
     "unet_matched": ("tab:purple", "D"),
 }

@@ -21,9 +21,10 @@ FULL = ROOT / "configs" / "scale_generalisation.json"
 
 def test_shipped_configs_load_and_plan():
     full = experiment.load_config(FULL)
-    # four networks, each with and without rescaling augmentation
-    assert set(full["arms"]) == {f"{n}{a}" for n in ("seunet_mean", "seunet_max", "unet_paper", "unet_matched")
-                                 for a in ("", "_aug")}  # fmt: skip
+    # five networks, each with and without rescaling augmentation
+    networks = ("seunet_mean", "seunet_max", "seunet_disco", "unet_paper", "unet_matched")
+    assert set(full["arms"]) == {f"{n}{a}" for n in networks for a in ("", "_aug")}
+    assert full["networks"]["seunet_disco"]["network_def"]["basis_type"] == "disco"
     assert full["arms"]["unet_paper_aug"]["augment"] and not full["arms"]["unet_paper"]["augment"]
     runs = experiment.plan_runs(full)
     expected = sum(len(experiment.seeds_for(full, s)) for s in full["train_sizes"]) * len(full["arms"])
