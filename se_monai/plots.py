@@ -92,13 +92,13 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
                         "test_scale", "Scaling of test data", f"{smallest} training subjects"))  # fmt: skip
     written = []
     for name, subset, column, xlabel, title in figures:
-        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        fig, ax = plt.subplots(figsize=(10.4, 4.8))
         _draw(ax, subset, column)
         ax.set_xticks(sorted({r[column] for r in subset}))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Mean Dice on test data")
         ax.set_title(title)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes, as the paper
         fig.tight_layout()
         fig.savefig(output_dir / name, dpi=120)
         plt.close(fig)
