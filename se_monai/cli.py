@@ -317,17 +317,15 @@ def plot_overlay(results_dir: str, arms: Any = ("seunet_mean_aug", "unet_paper_a
     config = json_module.loads(config_path.read_text())
     arms = [arms] if isinstance(arms, str) else list(arms)
     size = int(train_size) if train_size is not None else min(config["train_sizes"])
-    tag = f"_scale{round(float(scale) * 100):03d}"
-    images = sorted(p for p in (root / "test_scales").glob(f"*{tag}.nii.gz"))
-    if not images:
+    pairs = runner.scaled_test_pairs(root, scale)
+    if not pairs:
         raise InputError(f"{root / 'test_scales'}: no test image at scale {scale}")
-    image_path = images[0]
-    label_path = image_path.with_name(image_path.name.replace(".nii.gz", "_label.nii.gz"))
-    target = Path(output) if output else root / f"overlay_n{size:03d}{tag}.png"
+    image_path, label_path = pairs[0]
+    target = Path(output) if output else root / f"overlay_n{size:03d}_{runner.scale_tag(scale)}.png"
     try:
         predictions = {
             f"{config['arms'][arm].get('model', arm)}{' + aug.' if config['arms'][arm]['augment'] else ''}":
-                runner.predict(root, f"{arm}__n{size:03d}__seed{int(seed)}", image_path)
+                runner.predict(root, runner.run_name(arm, size, seed), image_path)
             for arm in arms
         }  # fmt: skip
     except KeyError as err:
@@ -362,11 +360,12 @@ def export_onnx(output: str, bundle_dir: str | None = None, ckpt_file: str | Non
         The path written.
     """
     from se_monai import export
+    from se_monai.workflows import load_bundle_network
 
     root = _bundle_dir(bundle_dir)
     shape = tuple(int(v) for v in _floats(input_shape, "input_shape"))
     try:
-        network = export.load_bundle_network(root, ckpt_file)
+        network = load_bundle_network(root, ckpt_file)
         written = export.export_onnx(output, network, input_shape=shape, dynamic=dynamic)
     except (ValueError, KeyError) as err:
         raise InputError(str(err).strip("'\"")) from err

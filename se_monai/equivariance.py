@@ -262,19 +262,12 @@ def _bundle_rows(factors: Sequence[float], interpolations: Sequence[str], crop: 
                  size: int) -> dict[str, dict[str, float]]:  # fmt: skip
     """The bundle's trained SEUNet on the central ``size^3`` of the real ICBM152 T1 (class probabilities), and the
     error of resampling its output alone (down and back up), the floor any network meets."""
-    from monai.bundle import ConfigParser
     from monai.transforms import CenterSpatialCrop, NormalizeIntensity
 
     from se_monai.data import load_icbm152
-    from se_monai.workflows import default_bundle_dir
+    from se_monai.workflows import load_bundle_network
 
-    bundle = default_bundle_dir()
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser["bundle_root"] = str(bundle)
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
-    model = _Probabilities(net.eval())
+    model = _Probabilities(load_bundle_network())
     t1 = torch.from_numpy(load_icbm152()[0])[None]
     x = NormalizeIntensity(nonzero=True)(CenterSpatialCrop(size)(t1))
     x = torch.as_tensor(x)[None].float()

@@ -33,7 +33,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-__all__ = ["ConfigError", "load_config", "arms", "seeds_for", "plan_runs", "prepare_test_scales", "run_experiment", "collect_results"]
+__all__ = ["ConfigError", "load_config", "arms", "seeds_for", "plan_runs", "run_name", "scale_tag",
+           "scaled_test_pairs", "prepare_test_scales", "run_experiment", "collect_results"]
 
 #: Keys a config must have.
 REQUIRED = ("name", "output_dir", "dataset_dir", "networks", "train_sizes", "seeds", "test_scales", "iterations")
@@ -82,8 +83,22 @@ def arms(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _run_name(arm: str, size: int, seed: int) -> str:
-    return f"{arm}__n{size:03d}__seed{seed}"
+def run_name(arm: str, size: int, seed: int) -> str:
+    """Folder name of one run under ``<output_dir>/runs``."""
+    return f"{arm}__n{int(size):03d}__seed{int(seed)}"
+
+
+def scale_tag(scale: float) -> str:
+    """File-name tag of a test scale, ``scale070`` for 0.7 (no dot: MetricsSaver rows are matched by file stem)."""
+    return f"scale{round(float(scale) * 100):03d}"
+
+
+def scaled_test_pairs(output_dir: str | os.PathLike, scale: float) -> list[tuple[Path, Path]]:
+    """``(image, label)`` files of the test images rescaled by ``scale`` (:func:`prepare_test_scales`)."""
+    folder = Path(output_dir) / "test_scales"
+    tag = scale_tag(scale)
+    return [(image, image.with_name(f"{image.name[:-len('.nii.gz')]}_label.nii.gz"))
+            for image in sorted(folder.glob(f"*_{tag}.nii.gz"))]  # fmt: skip
 
 
 def seeds_for(config: dict[str, Any], size: int) -> list[int]:
@@ -99,7 +114,7 @@ def plan_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
     interrupted experiment has one complete pass before the repeats."""
     pairs = [(rank, size, seed) for size in config["train_sizes"] for rank, seed in enumerate(seeds_for(config, size))]
     return [
-        {"arm": arm, "train_size": size, "seed": seed, "name": _run_name(arm, size, seed)}
+        {"arm": arm, "train_size": size, "seed": seed, "name": run_name(arm, size, seed)}
         for _, size, seed in sorted(pairs)
         for arm in config["arms"]
     ]
@@ -156,7 +171,7 @@ def prepare_test_scales(test: Sequence[dict[str, str]], scales: Sequence[float],
         stem = Path(pair["image"]).name.split(".")[0]
         image_nii = label_nii = None
         for scale in scales:
-            tag = f"{stem}_scale{round(scale * 100):03d}"  # no dot in the name: MetricsSaver rows are matched by it
+            tag = f"{stem}_{scale_tag(scale)}"
             image_path, label_path = folder / f"{tag}.nii.gz", folder / f"{tag}_label.nii.gz"
             if not (image_path.is_file() and label_path.is_file()):
                 if image_nii is None:
@@ -422,10 +437,10 @@ def predict(output_dir: str | os.PathLike, run: str, image: str | os.PathLike) -
 
     output_dir = Path(output_dir)
     config = json.loads((output_dir / "config.json").read_text())
-    checkpoint = output_dir / "runs" / run / "model.pt"
-    arm = run.split("__")[0]
-    if arm not in config.get("arms", {}) or not checkpoint.is_file():
+    checkpoint, finished = output_dir / "runs" / run / "model.pt", output_dir / "runs" / run / "result.json"
+    if not (checkpoint.is_file() and finished.is_file()):
         raise ConfigError(f"{checkpoint}: no finished run {run!r} in {output_dir}")
+    arm = json.loads(finished.read_text())["arm"]
     bundle_dir = Path(config.get("bundle_dir") or default_bundle_dir())
     with tempfile.TemporaryDirectory() as staging:
         overrides = {

@@ -16,38 +16,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_bundle_network", "export_onnx", "check_onnx"]
+from se_monai.workflows import load_bundle_network
 
-
-def load_bundle_network(bundle_dir: str | os.PathLike | None = None, ckpt_file: str | os.PathLike | None = None,
-                        config_file: str = "inference.json") -> torch.nn.Module:  # fmt: skip
-    """The bundle's ``network_def`` with the weights of ``ckpt_file`` (default ``<bundle>/models/model.pt``), in
-    eval mode on the CPU.
-
-    Raises:
-        FileNotFoundError: no checkpoint.
-        KeyError: the checkpoint's keys do not match the network.
-    """
-    from monai.bundle import ConfigParser
-
-    from se_monai.workflows import default_bundle_dir
-
-    root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
-    ckpt = Path(ckpt_file) if ckpt_file is not None else root / "models" / "model.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no checkpoint")
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / config_file))
-    parser["bundle_root"] = str(root)
-    network = parser.get_parsed_content("network_def", instantiate=True)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a nested checkpoint {"model": ..., "optimizer": ...}
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
-        raise KeyError(f"{ckpt}: does not fit the bundle's network_def ({str(err).splitlines()[0]})") from err
-    return network.eval()
+__all__ = ["load_bundle_network", "export_onnx", "check_onnx"]  # load_bundle_network: from se_monai.workflows
 
 
 def _total_stride(network: torch.nn.Module) -> int:
@@ -63,10 +34,10 @@ def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = Non
 
     Args:
         output: the ``.onnx`` file to write.
-        network: the module; default the bundle's network with its trained weights.
+        network: the module; default the bundle's network with its trained weights (``load_bundle_network``).
         input_shape: ``(B, C_in, D, H, W)`` of the example input; spatial sizes multiples of the total stride.
         dynamic: free batch and spatial sizes (else the graph accepts only ``input_shape``).
-        bundle: ``bundle_dir``/``ckpt_file`` for :func:`load_bundle_network`.
+        bundle: ``bundle_dir``/``ckpt_file`` for :func:`se_monai.workflows.load_bundle_network`.
 
     Returns:
         The path written.

@@ -15,7 +15,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["default_bundle_dir", "find_bundle_root", "run_bundle", "label_dice"]
+__all__ = ["default_bundle_dir", "find_bundle_root", "run_bundle", "load_bundle_network", "label_dice"]
 
 #: Environment variable that points the CLI at a bundle other than the one beside the package.
 BUNDLE_ENV = "SE_MONAI_BUNDLE"
@@ -91,6 +91,36 @@ def run_bundle(
     finally:
         logging.disable(previous)
     return workflow
+
+
+def load_bundle_network(bundle_dir: str | os.PathLike | None = None, ckpt_file: str | os.PathLike | None = None,
+                        config_file: str = "inference.json") -> Any:  # fmt: skip
+    """The bundle's ``network_def`` with the weights of ``ckpt_file`` (default ``<bundle>/models/model.pt``), in
+    eval mode on the CPU.
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+        KeyError: the checkpoint's keys do not match the network.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+    ckpt = Path(ckpt_file) if ckpt_file is not None else root / "models" / "model.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no checkpoint")
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / config_file))
+    parser["bundle_root"] = str(root)
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a nested checkpoint {"model": ..., "optimizer": ...}
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise KeyError(f"{ckpt}: does not fit the bundle's network_def ({str(err).splitlines()[0]})") from err
+    return network.eval()
 
 
 def label_dice(prediction: Any, reference: Any, labels: dict[str, int]) -> dict[str, float]:
