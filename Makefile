@@ -7,7 +7,7 @@ DATA := data/icbm152
 # CPU torch on this project's machines; GPU users install their own torch before `pip install -e .`.
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 
-.PHONY: setup demo test test-slow test-monailabel experiment experiment-quick data train evaluate clean
+.PHONY: setup demo lint format test test-slow test-monailabel experiment experiment-quick data train evaluate clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/se-monai demo --output_dir out/demo
 
-test: setup
+# Ruff (configured in pyproject.toml): a lint or format finding fails `make test`, and so CI.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest
 
 test-slow: setup

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from se_monai import channels_last, space_to_depth
+from se_monai.ops import channels_last, space_to_depth
 
 CL = torch.channels_last_3d
 REPEATS = 9
@@ -66,7 +66,7 @@ def grouped_small_channels() -> None:
             x, blocked, None, 4),
         "dense block-diagonal 12 -> 12": lambda: F.conv3d(x, dense, None, 1, 2),
         "scales in the batch, all 4 kernels each": lambda: F.conv3d(folded, direct, None, 1, 2),
-    })  # fmt: skip
+    })
     compare("space-to-depth rearrangement of that input", permuted)
     x8 = torch.randn(1, 32, 16, 16, 16).contiguous(memory_format=CL).requires_grad_()
     kernel8 = torch.randn(32, 8, 5, 5, 5)
@@ -75,7 +75,7 @@ def grouped_small_channels() -> None:
     compare("group convolution 8 -> 8 channels x 4 scales, 16^3, kernel 5 (above the blocking threshold)", {
         "direct grouped conv3d, channels-last": lambda: F.conv3d(x8, direct8, None, 1, 2, 1, 4),
         "space-to-depth form": lambda: space_to_depth.blocked_conv3d(x8, blocked8, None, 4),
-    })  # fmt: skip
+    })
 
 
 def transposed_bias() -> None:
@@ -87,7 +87,7 @@ def transposed_bias() -> None:
         "bias fused into conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, bias, 2, 2, 1, 4),
         "bias added after conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, None, 2, 2, 1, 4)
         + bias.view(1, -1, 1, 1, 1),
-    }, backward=False)  # fmt: skip
+    }, backward=False)
 
 
 def batch_norm_chain() -> None:
@@ -112,8 +112,8 @@ def batch_norm_chain() -> None:
 
     compare("batch norm (batch statistics) + SiLU, 3 channels x 4 scales at 64^3", {
         "torch.nn.functional.batch_norm": chain(torch_norm),
-        "se_monai.channels_last.batch_norm": chain(layout_norm),
-    })  # fmt: skip
+        "se_monai.ops.channels_last.batch_norm": chain(layout_norm),
+    })
 
 
 if __name__ == "__main__":

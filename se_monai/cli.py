@@ -1,45 +1,38 @@
-"""Command line interface ``se-monai`` (python-fire).
+"""Command line interface ``se-monai`` (python-fire): argument checks, one library or apps call per command, printing.
 
-    se-monai segment IN.nii.gz OUT.nii.gz        label NIfTI from one image (sliding-window inference)
-    se-monai train --dataset_dir DIR [--epochs N]  train the bundle on an MSD-layout dataset
-    se-monai evaluate --dataset_dir DIR          Dice of the bundle's model on labelled test images
-    se-monai prepare-data DIR                    write the offline ICBM152 brain-tissue dataset (MSD layout)
-    se-monai demo [--output_dir DIR]             segment the real ICBM152 T1 and print grey/white-matter Dice
-    se-monai bench [--json]                      time SEUNet, its reference formulation and MONAI's UNet
-    se-monai equivariance [--json]               equivariance error of the Hermite and optimised bases, a plain CNN
-    se-monai fit-basis --kernel_size K --effective_size E --scales [..]   fit and store an optimised basis
-    se-monai experiment CONFIG [--output_dir DIR]   scale-generalisation experiment (resumable), results and plots
-    se-monai plot-overlay RESULTS_DIR ARM_A ARM_B   image, ground truth and two models' predictions on a slice
-    se-monai export-onnx OUT.onnx                 export the bundle's network to ONNX (dynamic batch and sizes)
-
-Bad input ends with one line ``se-monai: error: <file>: <problem>`` on stderr and exit status 2.
+``se-monai`` or ``se-monai --help`` lists the commands, ``se-monai COMMAND --help`` shows one command's arguments,
+``se-monai --version`` prints the version. Bad input ends with one line ``se-monai: error: <file>: <problem>`` on
+stderr and exit status 2; so does an unknown command, naming the closest one.
 """
 
 from __future__ import annotations
 
-import os
+import difflib
+import json as jsonlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import fire
 
-from se_monai.io import InputError, check_nifti, check_output_path, staged_output_dir
+from se_monai import __version__
+from se_monai.apps import bench as benchmark
+from se_monai.apps import experiment as runner
+from se_monai.apps import export as onnx_export
+from se_monai.apps import plots as plotting
+from se_monai.apps.demo import run_demo
+from se_monai.apps.equivariance import format_table as format_equivariance
+from se_monai.apps.equivariance import report as equivariance_report
+from se_monai.bases import disco
+from se_monai.data import prepare_brain_tissue_dataset
+from se_monai.io import InputError
+from se_monai.workflows import load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
-__all__ = [
-    "segment", "train", "evaluate", "prepare_data", "demo", "bench", "equivariance", "fit_basis", "experiment", "plot_overlay", "export_onnx", "main",
-]  # fmt: skip
+__all__ = ["COMMANDS", "usage", "main"]
 
-
-def _bundle_dir(bundle_dir: str | None) -> Path:
-    from se_monai.workflows import default_bundle_dir
-
-    if bundle_dir is None:
-        return default_bundle_dir()
-    path = Path(bundle_dir)
-    if not (path / "configs" / "inference.json").is_file():
-        raise InputError(f"{path}: not an se-monai bundle (no configs/inference.json)")
-    return path
+#: Exit status of bad input and unknown commands.
+EXIT_USAGE = 2
 
 
 def segment(
@@ -65,35 +58,13 @@ def segment(
     Returns:
         The path written.
     """
-    check_nifti(input)
-    target = check_output_path(output, input)
-    root = _bundle_dir(bundle_dir)
-    if not (root / "models" / "model.pt").is_file():
-        raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
-    from se_monai.workflows import run_bundle
-
-    overrides: dict[str, Any] = {
-        "datalist": [str(Path(input).resolve())],
-        "inferer#overlap": float(overlap),
-        "inferer#sw_batch_size": int(sw_batch_size),
-        "inferer#progress": bool(progress),
-        "postprocessing#transforms#3#output_ext": ".nii.gz" if target.name.endswith(".gz") else ".nii",
-    }
-    if device is not None:
-        overrides["device"] = f"$torch.device('{device}')"
-    with staged_output_dir(target) as staging:
-        overrides["output_dir"] = str(staging)
-        run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", **overrides)
-        written = sorted(p for p in staging.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        if len(written) != 1:
-            raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")
-        os.replace(written[0], target)
+    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress)
     print(f"segmentation written to {target}")
     return str(target)
 
 
 def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
-    """Train the bundle (``configs/train.json``) on an MSD-layout dataset.
+    """Train the bundle (configs/train.json) on an MSD-layout dataset.
 
     Args:
         dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
@@ -102,25 +73,31 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
     """
     if not (Path(dataset_dir) / "dataset.json").is_file():
         raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
-    from se_monai.workflows import run_bundle
-
-    run_bundle(["train.json"], bundle_dir=_bundle_dir(bundle_dir), dataset_dir=str(dataset_dir), **overrides)
+    run_bundle(["train.json"], bundle_dir=resolve_bundle_dir(bundle_dir), dataset_dir=str(dataset_dir), **overrides)
 
 
 def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
-    """Dice of the bundle's model on ``imagesTs/`` images that have labels in ``labelsTs/`` (metrics in eval/)."""
-    from se_monai.workflows import run_bundle
+    """Dice of the bundle's model on imagesTs/ images that have labels in labelsTs/ (metrics in eval/).
 
+    Args:
+        dataset_dir: an MSD-layout dataset folder.
+        bundle_dir: bundle folder (default: the one shipped with se-monai).
+        overrides: any train.json or evaluate.json id.
+    """
+    root = resolve_bundle_dir(bundle_dir)
     run_bundle(
-        ["train.json", "evaluate.json"], bundle_dir=_bundle_dir(bundle_dir), workflow_type="infer",
-        dataset_dir=str(dataset_dir), **overrides,
-    )  # fmt: skip
+        ["train.json", "evaluate.json"], bundle_dir=root, workflow_type="infer", dataset_dir=str(dataset_dir), **overrides
+    )
 
 
 def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0) -> str:
-    """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see :mod:`se_monai.data`)."""
-    from se_monai.data import prepare_brain_tissue_dataset
+    """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
+    Args:
+        output_dir: folder to write (created if missing; existing files are kept).
+        num_subjects: synthetic training subjects.
+        seed: random seed; the same seed writes the same data.
+    """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed)
@@ -131,28 +108,31 @@ def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0) -> str:
 def demo(output_dir: str = "out/demo", bundle_dir: str | None = None) -> dict[str, float]:
     """Segment the real ICBM152 T1 with the shipped model and print grey/white-matter Dice against the template.
 
+    Args:
+        output_dir: folder for ``icbm152_t1_seg.nii.gz``.
+        bundle_dir: bundle folder (default: the one shipped with se-monai).
+
     Returns:
         ``{"grey matter": dice, "white matter": dice}``.
     """
-    from se_monai.data import icbm152_paths, load_icbm152, tissue_labels
-    from se_monai.workflows import label_dice
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "icbm152_t1_seg.nii.gz"
-    segment(str(icbm152_paths()["t1"]), str(target), bundle_dir=bundle_dir)
-    _, gm, wm, _ = load_icbm152()
-    import nibabel as nib
-
-    scores = label_dice(nib.load(str(target)).get_fdata(), tissue_labels(gm, wm), {"grey matter": 1, "white matter": 2})
+    target, scores = run_demo(output_dir, bundle_dir)
+    print(f"segmentation written to {target}")
     for name, value in scores.items():
         print(f"Dice {name}: {value:.4f}")
     return scores
 
 
-def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
-          volume: bool = True, amp: bool = False, json: bool = False) -> None:  # fmt: skip
-    """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.bench).
+def bench(
+    size: int = 64,
+    repeats: int = 5,
+    device: str = "cpu",
+    threads: int | None = None,
+    layers: bool = True,
+    volume: bool = True,
+    amp: bool = False,
+    json: bool = False,
+) -> None:
+    """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.apps.bench).
 
     Args:
         size: edge of the cubic 4-channel input (voxels, divisible by 8).
@@ -166,16 +146,10 @@ def bench(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | 
     """
     if int(size) % 8:
         raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
-    from se_monai import bench as benchmark
-
-    report = benchmark.run(size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume,
-                           amp=amp)
-    if json:
-        import json as json_module
-
-        print(json_module.dumps(report, indent=2))
-    else:
-        print(benchmark.format_table(report))
+    report = benchmark.run(
+        size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume, amp=amp
+    )
+    print(jsonlib.dumps(report, indent=2) if json else benchmark.format_table(report))
 
 
 def _floats(value: Any, name: str) -> list[float]:
@@ -186,11 +160,20 @@ def _floats(value: Any, name: str) -> list[float]:
         raise InputError(f"--{name} {value}: expected a number or a list of numbers, e.g. [1,0.9,0.81]") from err
 
 
-def equivariance(kernel_size: int = 9, effective_size: int = 3, scales: Any = None, size: int = 64,
-                 factors: Any = (0.9, 0.81), interpolations: Any = ("cubic", "trilinear"), seeds: Any = (0, 1),
-                 activation: str = "silu", integer: bool = True, network: bool = True,
-                 json: bool = False) -> None:  # fmt: skip
-    """Scale-equivariance error of the Hermite and optimised (disco) bases and a plain CNN (see se_monai.equivariance).
+def equivariance(
+    kernel_size: int = 9,
+    effective_size: int = 3,
+    scales: Any = None,
+    size: int = 64,
+    factors: Any = (0.9, 0.81),
+    interpolations: Any = ("cubic", "trilinear"),
+    seeds: Any = (0, 1),
+    activation: str = "silu",
+    integer: bool = True,
+    network: bool = True,
+    json: bool = False,
+) -> None:
+    """Scale-equivariance error of the Hermite and optimised (disco) bases and a plain CNN (se_monai.apps.equivariance).
 
     Args:
         kernel_size, effective_size: of the SE convolutions.
@@ -204,27 +187,28 @@ def equivariance(kernel_size: int = 9, effective_size: int = 3, scales: Any = No
         network: include the bundle's trained SEUNet end to end on the real T1.
         json: print JSON instead of tables.
     """
-    from se_monai import equivariance as measure
-
-    interpolations = [interpolations] if isinstance(interpolations, str) else list(interpolations)
-    seeds = [int(v) for v in _floats(seeds, "seeds")]
+    settings = {
+        "kernel_size": int(kernel_size),
+        "effective_size": int(effective_size),
+        "scales": None if scales is None else _floats(scales, "scales"),
+        "size": int(size),
+        "factors": _floats(factors, "factors"),
+        "interpolations": [interpolations] if isinstance(interpolations, str) else list(interpolations),
+        "seeds": [int(v) for v in _floats(seeds, "seeds")],
+        "activation": activation,
+        "integer": integer,
+        "network": network,
+    }
     try:
-        result = measure.report(kernel_size=int(kernel_size), effective_size=int(effective_size),
-                                scales=None if scales is None else _floats(scales, "scales"), size=int(size),
-                                factors=_floats(factors, "factors"), interpolations=interpolations, seeds=seeds,
-                                activation=activation, integer=integer, network=network)  # fmt: skip
+        result = equivariance_report(**settings)
     except ValueError as err:
         raise InputError(f"equivariance: {err}") from err
-    if json:
-        import json as json_module
-
-        print(json_module.dumps(result, indent=2))
-    else:
-        print(measure.format_table(result))
+    print(jsonlib.dumps(result, indent=2) if json else format_equivariance(result))
 
 
-def fit_basis(kernel_size: int, effective_size: int, scales: Any, output_dir: str | None = None,
-              interpolation: str = "cubic") -> str:  # fmt: skip
+def fit_basis(
+    kernel_size: int, effective_size: int, scales: Any, output_dir: str | None = None, interpolation: str = "cubic"
+) -> str:
     """Fit the optimised (disco) basis for a configuration and store it (default: the cache se-monai reads).
 
     Args:
@@ -236,22 +220,20 @@ def fit_basis(kernel_size: int, effective_size: int, scales: Any, output_dir: st
     Returns:
         The path written.
     """
-    from se_monai import disco
-
     scale_list = _floats(scales, "scales")
-    target = Path(output_dir) if output_dir is not None else disco.cache_dir()
     try:
-        basis = disco.fit_disco_basis(int(kernel_size), scale_list, int(effective_size), interpolation, progress=True)
+        path = disco.fit_to_file(int(kernel_size), scale_list, int(effective_size), interpolation, output_dir)
     except ValueError as err:
         raise InputError(f"fit-basis: {err}") from err
-    path = target / disco.basis_filename(int(kernel_size), int(effective_size), scale_list, interpolation)
-    disco.save_basis(basis, path)
+    except OSError as err:
+        raise InputError(f"{output_dir}: cannot write the basis ({err.strerror or err})") from err
     print(f"basis written to {path}")
     return str(path)
 
 
-def experiment(config: str, output_dir: str | None = None, dataset_dir: str | None = None, plots: bool = True,
-               progress: bool = True) -> str:  # fmt: skip
+def experiment(
+    config: str, output_dir: str | None = None, dataset_dir: str | None = None, plots: bool = True, progress: bool = True
+) -> str:
     """Run an experiment config (configs/scale_generalisation.json): train and test every arm, size and seed.
 
     Finished runs are kept and skipped, so the same command resumes an interrupted experiment.
@@ -266,8 +248,6 @@ def experiment(config: str, output_dir: str | None = None, dataset_dir: str | No
     Returns:
         The output folder.
     """
-    from se_monai import experiment as runner
-
     try:
         settings = runner.load_config(config, output_dir=output_dir, dataset_dir=dataset_dir)
         results = runner.run_experiment(settings, progress=progress)
@@ -275,8 +255,6 @@ def experiment(config: str, output_dir: str | None = None, dataset_dir: str | No
         raise InputError(str(err)) from err
     target = Path(settings["output_dir"])
     if plots:
-        from se_monai import plots as plotting
-
         for path in plotting.plot_results(results, target, settings.get("test_scales")):
             print(f"plot written to {path}")
     print(runner.format_summary(results))
@@ -284,11 +262,17 @@ def experiment(config: str, output_dir: str | None = None, dataset_dir: str | No
     return str(target)
 
 
-def plot_overlay(results_dir: str, arms: Any = ("seunet_mean_aug", "unet_paper_aug"), train_size: int | None = None,
-                 seed: int = 0, scale: float = 0.7, axis: int = 2, index: int | None = None,
-                 output: str | None = None) -> str:  # fmt: skip
-    """Draw a test image, its ground truth and the predictions of two (or more) trained arms on one slice, voxels
-    coloured as true positive, false positive and false negative (se_monai.plots.plot_overlay).
+def plot_overlay(
+    results_dir: str,
+    arms: Any = ("seunet_mean_aug", "unet_paper_aug"),
+    train_size: int | None = None,
+    seed: int = 0,
+    scale: float = 0.7,
+    axis: int = 2,
+    index: int | None = None,
+    output: str | None = None,
+) -> str:
+    """Draw a test image, its ground truth and two (or more) trained arms' predictions on one slice (TP/FP/FN colours).
 
     Args:
         results_dir: an experiment's output folder (``se-monai experiment``).
@@ -302,51 +286,24 @@ def plot_overlay(results_dir: str, arms: Any = ("seunet_mean_aug", "unet_paper_a
     Returns:
         The path written.
     """
-    import json as json_module
-
-    import nibabel as nib
-    import numpy as np
-
-    from se_monai import experiment as runner
-    from se_monai import plots as plotting
-
-    root = Path(results_dir)
-    config_path = root / "config.json"
-    if not config_path.is_file():
-        raise InputError(f"{root}: not an experiment output folder (no config.json)")
-    config = json_module.loads(config_path.read_text())
-    arms = [arms] if isinstance(arms, str) else list(arms)
-    size = int(train_size) if train_size is not None else min(config["train_sizes"])
-    pairs = runner.scaled_test_pairs(root, scale)
-    if not pairs:
-        raise InputError(f"{root / 'test_scales'}: no test image at scale {scale}")
-    image_path, label_path = pairs[0]
-    target = Path(output) if output else root / f"overlay_n{size:03d}_{runner.scale_tag(scale)}.png"
-    try:
-        predictions = {
-            f"{config['arms'][arm].get('model', arm)}{' + aug.' if config['arms'][arm]['augment'] else ''}":
-                runner.predict(root, runner.run_name(arm, size, seed), image_path)
-            for arm in arms
-        }  # fmt: skip
-    except KeyError as err:
-        raise InputError(f"{config_path}: no arm {err} (arms: {', '.join(config['arms'])})") from err
-    except runner.ConfigError as err:
-        raise InputError(str(err)) from err
-    image = np.asarray(nib.load(str(image_path)).dataobj, dtype=np.float32)
-    truth = np.asarray(nib.load(str(label_path)).dataobj).astype(np.int64)
-    try:
-        written = plotting.plot_overlay(image, truth, predictions, target, axis=int(axis), index=index,
-                                        title=f"{image_path.name}: test scale {scale:g}, {size} training subjects")
-    except ValueError as err:
-        raise InputError(f"{image_path}: {err}") from err
+    arm_list = [arms] if isinstance(arms, str) else list(arms)
+    written = plotting.plot_run_overlay(results_dir, arm_list, train_size, int(seed), float(scale), axis, index, output)
     print(f"overlay written to {written}")
     return str(written)
 
 
-def export_onnx(output: str, bundle_dir: str | None = None, ckpt_file: str | None = None,
-                input_shape: Any = (1, 1, 96, 96, 96), dynamic: bool = True, check: bool = True) -> str:  # fmt: skip
-    """Export the bundle's network with its trained weights to ONNX (input ``image`` (B, 1, D, H, W), output
-    ``logits`` (B, 3, D, H, W); D, H, W multiples of 8 when dynamic).
+def export_onnx(
+    output: str,
+    bundle_dir: str | None = None,
+    ckpt_file: str | None = None,
+    input_shape: Any = (1, 1, 96, 96, 96),
+    dynamic: bool = True,
+    check: bool = True,
+) -> str:
+    """Export the bundle's network with its trained weights to ONNX (dynamic batch and sizes).
+
+    The graph takes ``image`` (B, 1, D, H, W) and returns ``logits`` (B, 3, D, H, W); D, H, W multiples of 8 when
+    dynamic.
 
     Args:
         output: the .onnx file to write (an existing file is replaced only after a successful export).
@@ -359,46 +316,82 @@ def export_onnx(output: str, bundle_dir: str | None = None, ckpt_file: str | Non
     Returns:
         The path written.
     """
-    from se_monai import export
-    from se_monai.workflows import load_bundle_network
-
-    root = _bundle_dir(bundle_dir)
+    root = resolve_bundle_dir(bundle_dir)
     shape = tuple(int(v) for v in _floats(input_shape, "input_shape"))
     try:
         network = load_bundle_network(root, ckpt_file)
-        written = export.export_onnx(output, network, input_shape=shape, dynamic=dynamic)
+        written = onnx_export.export_onnx(output, network, input_shape=shape, dynamic=dynamic)
     except (ValueError, KeyError) as err:
         raise InputError(str(err).strip("'\"")) from err
     print(f"ONNX model written to {written}")
     if check:
-        print(f"max |onnxruntime - eager| on {shape}: {export.check_onnx(written, network, shape):.2e}")
+        print(f"max |onnxruntime - eager| on {shape}: {onnx_export.check_onnx(written, network, shape):.2e}")
     return str(written)
+
+
+#: Every command by its name on the command line; ``prepare_data`` and the like are accepted too.
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "segment": segment,
+    "train": train,
+    "evaluate": evaluate,
+    "prepare-data": prepare_data,
+    "demo": demo,
+    "bench": bench,
+    "equivariance": equivariance,
+    "fit-basis": fit_basis,
+    "experiment": experiment,
+    "plot-overlay": plot_overlay,
+    "export-onnx": export_onnx,
+}
+
+
+def _summary(command: Callable[..., Any]) -> str:
+    return (command.__doc__ or "").strip().splitlines()[0]
+
+
+def usage() -> str:
+    """The text of ``se-monai --help``: every command with its one-line summary."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: se-monai COMMAND [ARGUMENTS] [--FLAG VALUE ...]",
+        "",
+        "Scale-equivariant 3-D segmentation networks (SE-U-Net) as MONAI components and a MONAI bundle.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {_summary(command)}" for name, command in COMMANDS.items()),
+        "",
+        "se-monai COMMAND --help shows a command's arguments; se-monai --version prints the version.",
+    ]
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"se-monai: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _unknown_command(name: str) -> str:
+    wanted = name.replace("_", "-")
+    closest = max(COMMANDS, key=lambda command: difflib.SequenceMatcher(None, wanted, command).ratio())
+    return f"unknown command '{name}'; did you mean '{closest}'? (se-monai --help lists the commands)"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``se-monai`` command."""
-    commands = {
-        "segment": segment,
-        "train": train,
-        "evaluate": evaluate,
-        "prepare-data": prepare_data,
-        "prepare_data": prepare_data,
-        "demo": demo,
-        "bench": bench,
-        "equivariance": equivariance,
-        "fit-basis": fit_basis,
-        "fit_basis": fit_basis,
-        "experiment": experiment,
-        "plot-overlay": plot_overlay,
-        "plot_overlay": plot_overlay,
-        "export-onnx": export_onnx,
-        "export_onnx": export_onnx,
-    }
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    if args[0] in ("-V", "--version"):
+        print(f"se-monai {__version__}")
+        return
+    name = args[0].replace("_", "-")
+    if name not in COMMANDS:
+        _fail(_unknown_command(args[0]))
     try:
-        fire.Fire(commands, command=argv, name="se-monai", serialize=lambda _: None)
+        fire.Fire(COMMANDS[name], command=args[1:], name=f"se-monai {name}", serialize=lambda _: None)
     except (InputError, FileNotFoundError) as err:
-        print(f"se-monai: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(err))
 
 
 if __name__ == "__main__":

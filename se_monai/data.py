@@ -24,9 +24,19 @@ import torch
 from monai import transforms as mt
 from tqdm import tqdm
 
-__all__ = ["LABELS", "icbm152_paths", "tissue_labels", "load_icbm152", "synthesis_transform", "list_nifti",
-           "labelled_test_datalist",
-           "prepare_brain_tissue_dataset"]  # fmt: skip
+from se_monai.io import is_nifti
+from se_monai.ops.atomic import atomic_write
+
+__all__ = [
+    "LABELS",
+    "icbm152_paths",
+    "tissue_labels",
+    "load_icbm152",
+    "synthesis_transform",
+    "list_nifti",
+    "labelled_test_datalist",
+    "prepare_brain_tissue_dataset",
+]
 
 #: Label values of the brain-tissue task.
 LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
@@ -95,7 +105,7 @@ def synthesis_transform(
             mt.RandZoomd(keys="image", prob=1.0, min_zoom=rescale_range[0], max_zoom=rescale_range[1],
                          mode="trilinear", keep_size=True, padding_mode="constant"),
         ]
-    )  # fmt: skip
+    )
     intensity = mt.Compose(
         [
             mt.ScaleIntensityd(keys="t1"),
@@ -124,7 +134,8 @@ def _synthesise(volume: np.ndarray, transform: mt.Compose) -> tuple[np.ndarray, 
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    nib.save(nib.Nifti1Image(array, affine), str(path))
+    with atomic_write(path) as partial:
+        nib.save(nib.Nifti1Image(array, affine), str(partial))
 
 
 def prepare_brain_tissue_dataset(
@@ -184,11 +195,9 @@ def prepare_brain_tissue_dataset(
         "test": ["./imagesTs/icbm152_t1.nii.gz"],
     }
     path = root / "dataset.json"
-    path.write_text(json.dumps(description, indent=2) + "\n")
+    with atomic_write(path) as partial:
+        partial.write_text(json.dumps(description, indent=2) + "\n")
     return path
-
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def list_nifti(folder: str | os.PathLike) -> list[str]:
@@ -204,7 +213,7 @@ def list_nifti(folder: str | os.PathLike) -> list[str]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     source = folder / "imagesTs" if (folder / "imagesTs").is_dir() else folder
-    files = sorted(str(p) for p in source.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
+    files = sorted(str(p) for p in source.iterdir() if p.is_file() and is_nifti(p))
     if not files:
         raise FileNotFoundError(f"{source}: no NIfTI (.nii, .nii.gz) files")
     return files

@@ -1,31 +1,40 @@
-"""NIfTI input checks and safe output writing for the command line.
-
-Every problem with a user's file becomes one :class:`InputError` whose message names the file and the problem;
-outputs are written to a temporary file beside the target and moved into place only when complete, so a failure
-never leaves a partial output and an input is never overwritten.
-"""
+"""Checks of users' files: every problem with an input or output path becomes one :class:`InputError` whose message
+names the file and the problem, before any work starts (outputs are then written with
+:func:`se_monai.ops.atomic.atomic_write`, so a failure never leaves a partial output and an input is never
+overwritten)."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import shutil
-import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["InputError", "NIFTI_SUFFIXES", "check_nifti", "check_output_path", "staged_output_dir"]
+__all__ = ["InputError", "NIFTI_SUFFIXES", "is_nifti", "nifti_stem", "check_nifti", "check_output_path"]
 
+#: File-name endings of NIfTI images.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 class InputError(ValueError):
     """A user-supplied file or path cannot be used; the message is one line naming the file and the problem."""
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """Whether the file name ends in one of :data:`NIFTI_SUFFIXES`."""
+    return Path(path).name.endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """The file name without its NIfTI ending (``case_001.nii.gz`` -> ``case_001``); other names are returned whole."""
+    name = Path(path).name
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, int]:
@@ -51,7 +60,7 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
         raise InputError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
-    if not path.name.endswith(NIFTI_SUFFIXES):
+    if not is_nifti(path):
         raise InputError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
     try:
         image = nib.load(str(path))
@@ -84,7 +93,7 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
         InputError: wrong suffix, missing parent folder, output is a folder, or it would overwrite an input.
     """
     output = Path(output)
-    if not output.name.endswith(NIFTI_SUFFIXES):
+    if not is_nifti(output):
         raise InputError(f"{output}: output must end in .nii or .nii.gz")
     if output.is_dir():
         raise InputError(f"{output}: is a folder, expected a file name")
@@ -94,13 +103,3 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
         if Path(source).resolve() == output.resolve():
             raise InputError(f"{output}: would overwrite the input; choose another output name")
     return output
-
-
-@contextlib.contextmanager
-def staged_output_dir(output: Path) -> Iterator[Path]:
-    """A temporary folder beside ``output``, removed on exit; callers move the finished file into place."""
-    staging = Path(tempfile.mkdtemp(prefix=".se-monai-", dir=output.parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

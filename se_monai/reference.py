@@ -3,9 +3,10 @@
 Written for clarity, not speed, directly from the formulas (Wimmer et al. 2023, Eq. 4-6; SESN Eq. 6-8) in the
 formulation of the paper's code: the basis evaluated point by point, grouped ``conv3d`` over the scales on
 permuted ``(B, S*C, D, H, W)`` copies, the basis product recomputed on every call, and batch-norm statistics
-computed by hand over 6-D tensors. The tests compare every layer of :mod:`se_monai.layers` with it, and
-``se-monai bench`` times :func:`reference_model` (a network with its SE layers swapped for these) beside the
-optimised one.
+computed by hand over 6-D tensors (tensor convention: :mod:`se_monai.layers`). The tests compare every layer of
+:mod:`se_monai.layers` with it, and ``se-monai bench`` times :func:`reference_model` (a network with its SE layers
+swapped for these) beside the optimised one. It shares no code with the layers' computation: the basis, the kernel
+expansion and the statistics are written out again here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from se_monai import layers
+
+__all__ = ["reference_basis", "lifting_conv", "group_conv", "conv_1x1", "batch_norm", "reference_model"]
 
 
 def hermite_e(n: int, x: float) -> float:
@@ -47,12 +50,12 @@ def basis_function(orders: tuple[int, int, int], sigma: float, size: int, suppor
 
 
 def reference_basis(kernel_size, scales, effective_size, basis_type="single", kernel_padding=True,
-                    max_order=4, mult=1.2) -> torch.Tensor:  # fmt: skip
-    """The basis ``(F, S, k, k, k)`` from the formula, enumerated and normalised as the issue specifies."""
+                    max_order=4, mult=1.2) -> torch.Tensor:
+    """The basis ``(F, S, k, k, k)`` from the formula, enumerated and normalised as in the paper's code."""
     num_funcs = effective_size**3
     if basis_type == "single":
         specs = [((a, b, c), 1.0) for a in range(effective_size) for b in range(effective_size)
-                 for c in range(effective_size)]  # fmt: skip
+                 for c in range(effective_size)]
     else:
         specs, j = [], 0
         while len(specs) < num_funcs:
@@ -80,7 +83,7 @@ def lifting_conv(x, weight, basis, bias=None, stride=1, padding=0, transposed=Fa
     kernel = kernel.permute(0, 2, 1, 3, 4, 5).contiguous().reshape(cout * s, cin, k, k, k)
     if transposed:
         y = F.conv_transpose3d(x, kernel.permute(1, 0, 2, 3, 4), stride=stride, padding=padding,
-                               output_padding=output_padding)  # fmt: skip
+                               output_padding=output_padding)
     else:
         y = F.conv3d(x, kernel, stride=stride, padding=padding)
     y = y.reshape(y.shape[0], cout, s, *y.shape[2:])
@@ -104,7 +107,7 @@ def group_conv(x, weight, basis, bias=None, stride=1, padding=0, transposed=Fals
             kj = kernel.reshape(s, cout, cin, scale_size, k, k, k).permute(0, 2, 1, 3, 4, 5, 6).contiguous()
             kj = kj.reshape(s * cin, cout, scale_size, k, k, k)[:, :, j]
             out = out + F.conv_transpose3d(xj, kj, stride=stride, padding=padding, output_padding=output_padding,
-                                           groups=s)  # fmt: skip
+                                           groups=s)
         else:
             out = out + F.conv3d(xj, kernel[:, :, j], stride=stride, padding=padding, groups=s)
     b = out.shape[0]
@@ -131,13 +134,13 @@ def batch_norm(x, weight, bias, eps=1e-5, mean=None, var=None):
 class _ReferenceLifting(layers.SESConv_Z3_H):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lifting_conv(x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed,
-                            self.output_padding)  # fmt: skip
+                            self.output_padding)
 
 
 class _ReferenceGroup(layers.SESConv_H_H):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return group_conv(x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed,
-                          self.output_padding)  # fmt: skip
+                          self.output_padding)
 
 
 class _Reference1x1(layers.SESConv_H_H_1x1):

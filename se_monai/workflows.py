@@ -1,24 +1,43 @@
 """Running the se-monai bundle's MONAI/Ignite workflows (train, evaluate, inference) from Python.
 
 The workflows themselves are declared in ``bundle/configs/*.json`` (MONAI's SupervisedTrainer and
-SupervisedEvaluator with handlers); this module only finds the bundle, merges configs and overrides, and runs
-them with ``monai.bundle.ConfigWorkflow``.
+SupervisedEvaluator with handlers); this module finds the bundle, merges configs and overrides, runs them with
+``monai.bundle.ConfigWorkflow``, loads the trained network, and segments one image with the inference config.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["default_bundle_dir", "find_bundle_root", "run_bundle", "load_bundle_network", "label_dice"]
+from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
+from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 
-#: Environment variable that points the CLI at a bundle other than the one beside the package.
+__all__ = [
+    "BUNDLE_ENV",
+    "default_bundle_dir",
+    "resolve_bundle_dir",
+    "find_bundle_root",
+    "run_bundle",
+    "load_bundle_network",
+    "segment_image",
+]
+
+#: Environment variable that points se-monai at a bundle other than the one beside the package.
 BUNDLE_ENV = "SE_MONAI_BUNDLE"
+#: Files that make a folder an se-monai bundle.
+_BUNDLE_FILES = ("configs/metadata.json", "configs/inference.json")
+
+
+def _is_bundle(path: Path) -> bool:
+    return all((path / name).is_file() for name in _BUNDLE_FILES)
 
 
 def default_bundle_dir() -> Path:
@@ -30,18 +49,34 @@ def default_bundle_dir() -> Path:
     candidates = [Path(os.environ[BUNDLE_ENV])] if os.environ.get(BUNDLE_ENV) else []
     candidates.append(Path(__file__).resolve().parent.parent / "bundle")
     for path in candidates:
-        if (path / "configs" / "metadata.json").is_file():
+        if _is_bundle(path):
             return path
     raise FileNotFoundError(
         f"no se-monai bundle found (looked in {', '.join(map(str, candidates))}); set {BUNDLE_ENV} to its folder"
     )
 
 
+def resolve_bundle_dir(bundle_dir: str | os.PathLike | None = None) -> Path:
+    """``bundle_dir`` when it is a bundle folder, or :func:`default_bundle_dir` when it is None.
+
+    Raises:
+        InputError: ``bundle_dir`` lacks ``configs/metadata.json`` or ``configs/inference.json``.
+        FileNotFoundError: no default bundle (see :func:`default_bundle_dir`).
+    """
+    if bundle_dir is None:
+        return default_bundle_dir()
+    path = Path(bundle_dir)
+    missing = [name for name in _BUNDLE_FILES if not (path / name).is_file()]
+    if missing:
+        raise InputError(f"{path}: not an se-monai bundle (no {' or '.join(missing)})")
+    return path
+
+
 def find_bundle_root() -> str:
     """Default ``bundle_root`` of the configs: "." when run from inside a bundle folder (the model-zoo
     convention), else :func:`default_bundle_dir`, so ``python -m monai.bundle run --config_file
     bundle/configs/inference.json`` also works from the repository root."""
-    if Path("configs", "metadata.json").is_file() and Path("configs", "inference.json").is_file():
+    if _is_bundle(Path(".")):
         return "."
     return str(default_bundle_dir())
 
@@ -67,9 +102,9 @@ def run_bundle(
         The finished workflow; resolved components via ``wf.parser.get_parsed_content("train#trainer")``.
 
     Raises:
-        FileNotFoundError: no bundle found (see :func:`default_bundle_dir`); errors of the configs' components.
+        InputError, FileNotFoundError: no bundle (see :func:`resolve_bundle_dir`); errors of the configs' components.
     """
-    root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+    root = resolve_bundle_dir(bundle_dir)
     files = [str(p if Path(p).is_file() else root / "configs" / p) for p in configs]
     overrides.setdefault("bundle_root", str(root))
     previous = logging.root.manager.disable
@@ -93,8 +128,11 @@ def run_bundle(
     return workflow
 
 
-def load_bundle_network(bundle_dir: str | os.PathLike | None = None, ckpt_file: str | os.PathLike | None = None,
-                        config_file: str = "inference.json") -> Any:  # fmt: skip
+def load_bundle_network(
+    bundle_dir: str | os.PathLike | None = None,
+    ckpt_file: str | os.PathLike | None = None,
+    config_file: str = "inference.json",
+) -> torch.nn.Module:
     """The bundle's ``network_def`` with the weights of ``ckpt_file`` (default ``<bundle>/models/model.pt``), in
     eval mode on the CPU.
 
@@ -102,10 +140,7 @@ def load_bundle_network(bundle_dir: str | os.PathLike | None = None, ckpt_file: 
         FileNotFoundError: no checkpoint.
         KeyError: the checkpoint's keys do not match the network.
     """
-    import torch
-    from monai.bundle import ConfigParser
-
-    root = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+    root = resolve_bundle_dir(bundle_dir)
     ckpt = Path(ckpt_file) if ckpt_file is not None else root / "models" / "model.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint")
@@ -123,29 +158,53 @@ def load_bundle_network(bundle_dir: str | os.PathLike | None = None, ckpt_file: 
     return network.eval()
 
 
-def label_dice(prediction: Any, reference: Any, labels: dict[str, int]) -> dict[str, float]:
-    """Dice of each label value between two label volumes of the same shape (MONAI's ``compute_dice``).
+def segment_image(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    bundle_dir: str | os.PathLike | None = None,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Segment one NIfTI image with the bundle's ``inference.json`` and write the label NIfTI atomically, on the
+    input's grid (same shape and affine).
 
     Args:
-        prediction, reference: integer label arrays or tensors, same shape.
-        labels: ``{name: label value}``.
+        input: image (.nii or .nii.gz), 3-D or 4-D with one channel.
+        output: label file to write (.nii or .nii.gz); must differ from ``input``.
+        bundle_dir: the bundle folder (default :func:`default_bundle_dir`).
+        overlap, sw_batch_size, progress: of the sliding-window inferer.
+        device: "cpu", "cuda", ... (default: the config's, CUDA if available).
 
     Returns:
-        ``{name: Dice}``; 1.0 where both volumes lack the label.
+        The path written.
 
     Raises:
-        ValueError: the shapes differ.
+        InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, or a bundle
+            without ``models/model.pt``.
     """
-    import numpy as np
-    import torch
-    from monai.metrics import compute_dice
-
-    pred = torch.as_tensor(np.ascontiguousarray(prediction)).round().long()
-    ref = torch.as_tensor(np.ascontiguousarray(reference)).round().long()
-    if pred.shape != ref.shape:
-        raise ValueError(f"label volumes differ in shape: {tuple(pred.shape)} vs {tuple(ref.shape)}")
-    scores = {}
-    for name, value in labels.items():
-        p, r = (pred == value)[None, None].float(), (ref == value)[None, None].float()
-        scores[name] = float(compute_dice(p, r, include_background=True, ignore_empty=False).item())
-    return scores
+    check_nifti(input)
+    target = check_output_path(output, input)
+    root = resolve_bundle_dir(bundle_dir)
+    if not (root / "models" / "model.pt").is_file():
+        raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
+    overrides: dict[str, Any] = {
+        "datalist": [str(Path(input).resolve())],
+        "inferer#overlap": float(overlap),
+        "inferer#sw_batch_size": int(sw_batch_size),
+        "inferer#progress": bool(progress),
+        "postprocessing#transforms#3#output_ext": ".nii.gz" if target.name.endswith(".gz") else ".nii",
+    }
+    if device is not None:
+        overrides["device"] = f"$torch.device('{device}')"
+    with (
+        atomic_write(target) as partial,
+        tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=target.parent) as staging,
+    ):
+        run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
+        written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
+        if len(written) != 1:
+            raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")
+        os.replace(written[0], partial)
+    return target

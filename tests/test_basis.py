@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from se_monai.reference import reference_basis
-from se_monai.basis import steerable_basis
+from se_monai.bases import steerable_basis
 
 SCALES = [1.0, 0.9, 0.81, 0.729]
 

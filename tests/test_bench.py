@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from se_monai import bench
+from se_monai.apps import bench
+from se_monai.networks import SEUNet
 
 
 def test_models_and_ratios_tiny():
@@ -33,12 +34,12 @@ def test_volume_inference_keeps_shape_and_reports_memory():
 def test_cli_json_and_bad_size():
     done = subprocess.run([sys.executable, "-m", "se_monai.cli", "bench", "--size", "16", "--repeats", "1",
                            "--layers", "False", "--volume", "False", "--json"], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["config"]["size"] == 16 and "ratios" in report
     bad = subprocess.run([sys.executable, "-m", "se_monai.cli", "bench", "--size", "30"], capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+                         text=True, timeout=120)
     assert bad.returncode == 2 and "divisible by 8" in bad.stderr
 
 
@@ -46,7 +47,7 @@ def test_autocast_row_computes_the_same_segmentation():
     report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, amp=True)
     assert "SEUNet autocast bf16" in report["models"]
     assert report["ratios"]["train_step SEUNet / SEUNet autocast bf16"] > 0
-    se = bench.SEUNet(in_channels=4, out_channels=3).eval()
+    se = SEUNet(in_channels=4, out_channels=3).eval()
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():
         full, half = se(x), bench.Autocast(se, "cpu")(x)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import se_monai.reference as ref
-from se_monai import channels_last
+from se_monai.ops import channels_last
 from se_monai.layers import SEBatchNorm
 
 TOL = dict(rtol=1e-4, atol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import write_crops
 from se_monai.cli import demo
-from se_monai.workflows import label_dice
+from se_monai.metrics import label_dice
 
 
 
@@ -56,7 +56,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     "case",
     ["missing", "not a NIfTI (content)", "not a NIfTI (suffix)", "empty", "corrupt", "2-D", "5-D", "channels",
      "folder"],
-)  # fmt: skip
+)
 def test_bad_input_one_line_exit_2_no_output(tmp_path, case):
     path, message = _bad_inputs(tmp_path)[case]
     before = digest(path) if path.is_file() else None

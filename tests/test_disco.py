@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from se_monai import disco
-from se_monai.basis import steerable_basis
+from se_monai.bases import disco, steerable_basis, store
 from se_monai.networks import SEUNet
 
 PAPER_SCALES = [0.9**i for i in range(4)]
@@ -18,7 +17,7 @@ PAPER_SCALES = [0.9**i for i in range(4)]
 @pytest.mark.parametrize("kernel_size", [5, 9])
 def test_shipped_bases_exist_for_the_default_configurations(kernel_size):
     name = disco.basis_filename(kernel_size, 3, PAPER_SCALES, "cubic")
-    assert (Path(disco.__file__).parent / "bases" / name).is_file()
+    assert (store.PACKAGED_DIR / name).is_file()
     basis = steerable_basis(kernel_size, PAPER_SCALES, 3, "disco")
     assert basis.shape == (27, 4, kernel_size, kernel_size, kernel_size) and basis.dtype == torch.float32
     torch.testing.assert_close(basis[:, 0].square().sum(dim=(1, 2, 3)), torch.ones(27))  # unit norm at scale 0
@@ -50,7 +49,7 @@ def test_integer_multiple_is_the_exact_dilation():
 
 
 def test_fitted_on_first_use_then_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv(disco.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path))
     scales = [1.0, 0.95]  # a configuration nobody ships
     basis = disco.disco_basis(3, scales, 2, progress=False)
     path = tmp_path / disco.basis_filename(3, 2, scales, "cubic")
@@ -67,7 +66,7 @@ def test_fitted_on_first_use_then_cached(tmp_path, monkeypatch):
 def test_unwritable_cache_warns_and_still_returns(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(disco.CACHE_ENV, str(blocker / "bases"))
+    monkeypatch.setenv(store.CACHE_ENV, str(blocker / "bases"))
     disco._cached.cache_clear()
     with pytest.warns(UserWarning, match="could not cache"):
         basis = disco.disco_basis(3, [1.0, 0.97], 2, progress=False)
@@ -99,9 +98,9 @@ def test_seunet_with_the_disco_basis_trains():
 def test_cli_fit_basis_and_equivariance_errors(tmp_path):
     done = subprocess.run([sys.executable, "-m", "se_monai.cli", "fit-basis", "--kernel_size", "3", "--effective_size",
                            "2", "--scales", "[1,0.9]", "--output_dir", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / disco.basis_filename(3, 2, [1.0, 0.9], "cubic")).is_file()
     bad = subprocess.run([sys.executable, "-m", "se_monai.cli", "equivariance", "--factors", "0.8", "--network",
-                          "False"], capture_output=True, text=True, timeout=300)  # fmt: skip
+                          "False"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not ratio**k" in bad.stderr

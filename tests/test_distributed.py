@@ -19,7 +19,7 @@ BUNDLE = default_bundle_dir()
 def _torchrun(configs, tmp_path, dataset, **overrides):
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
             "monai.bundle", "run", "--config_file", str(configs), "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"), "--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset)]  # fmt: skip
+            str(BUNDLE / "configs" / "metadata.json"), "--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset)]
     for key, value in overrides.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -37,14 +37,14 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
                         "os.path.join(@output_dir, f'init{dist.get_rank()}.pt'))"],
         "finalize": ["$torch.save(@network_def.state_dict(), os.path.join(@output_dir, f'final{dist.get_rank()}.pt'))",
                      "$dist.destroy_process_group()"],
-    }))  # fmt: skip
+    }))
     configs = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json"), str(probe)]
     ckpt, out = tmp_path / "models", tmp_path / "eval"
     out.mkdir()
     done = _torchrun(configs, tmp_path, icbm_dataset, ckpt_dir=str(ckpt), output_dir=str(out), epochs=2,
                      val_interval=1, patch_size=[32, 32, 32], num_samples=1, num_workers=0, num_val=0,
                      train_datalist="$@datalist", val_datalist="$@datalist",
-                     **{"validate#inferer#roi_size": [128, 128, 128]})  # fmt: skip
+                     **{"validate#inferer#roi_size": [128, 128, 128]})
     init0, init1 = (torch.load(out / f"init{r}.pt") for r in (0, 1))
     final0, final1 = (torch.load(out / f"final{r}.pt") for r in (0, 1))
     assert set(final0) == set(final1)
@@ -61,7 +61,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
         torch.testing.assert_close(saved[key], final0[key], rtol=0, atol=0)
     # the validation metric is reduced over the ranks (one subject each): both ranks' evaluators log the same values
     best = Counter(line.split("val_mean_dice: ")[1] for line in (done.stdout + done.stderr).splitlines()
-                   if "Got new best metric of val_mean_dice" in line)  # fmt: skip
+                   if "Got new best metric of val_mean_dice" in line)
     assert best and all(count == 2 for count in best.values()), best
 
 
@@ -73,7 +73,7 @@ def test_two_process_evaluation_writes_metrics_once(icbm_dataset, tmp_path):
     configs = [str(BUNDLE / "configs" / f) for f in ("train.json", "evaluate.json", "multi_gpu_evaluate.json")]
     out = tmp_path / "eval"
     _torchrun(configs, tmp_path, icbm_dataset, ckpt_dir=str(ckpt), output_dir=str(out), num_workers=0,
-              test_datalist="$@datalist", **{"validate#inferer#roi_size": [128, 128, 128]})  # fmt: skip
+              test_datalist="$@datalist", **{"validate#inferer#roi_size": [128, 128, 128]})
     with open(out / "val_mean_dice_raw.csv") as handle:
         rows = list(csv.reader(handle))
     # both ranks' images, gathered into one file on rank 0

@@ -1,4 +1,4 @@
-"""The scale-generalisation experiment runner (se_monai.experiment), its plots and CLI commands."""
+"""The scale-generalisation experiment runner (se_monai.apps.experiment), its plots and CLI commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from se_monai import experiment, plots
+from se_monai.apps import experiment, plots
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "scale_generalisation_quick.json"
@@ -65,7 +65,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     path = tmp_path / "exp.json"
     path.write_text('{"name": "x"}')
     done = subprocess.run([sys.executable, "-m", "se_monai.cli", "experiment", str(path)], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"se-monai: error: {path}: missing {', '.join(experiment.REQUIRED[1:])}"]
 
@@ -103,9 +103,9 @@ def _fake_results():
         for size in (2, 5):
             for seed in (0, 1):
                 dice = {f"t1 {s:g}": {"grey matter": base - 0.1 * (1 - s), "white matter": base, "mean":
-                                      base - 0.05 * (1 - s) + 0.01 * seed + 0.02 * size} for s in (0.7, 1.0)}  # fmt: skip
+                                      base - 0.05 * (1 - s) + 0.01 * seed + 0.02 * size} for s in (0.7, 1.0)}
                 results.append({"arm": arm, "network": network, "model": network, "augment": aug, "train_size": size,
-                                "seed": seed, "dice": dice, "train_seconds": 1.0})  # fmt: skip
+                                "seed": seed, "dice": dice, "train_seconds": 1.0})
     return results
 
 
@@ -125,7 +125,7 @@ def test_summarise_averages_seeds_and_reports_spread():
 def test_plots_are_written(tmp_path):
     written = plots.plot_results(_fake_results(), tmp_path)
     assert [p.name for p in written] == ["dice_vs_train_size.png", "dice_vs_test_scale.png",
-                                         "dice_vs_test_scale_smallest.png"]  # fmt: skip
+                                         "dice_vs_test_scale_smallest.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert plots.plot_results([], tmp_path / "none") == []
@@ -149,7 +149,7 @@ def test_quick_config_runs_resumes_and_plots(tmp_path, icbm_dataset):
 
     out = tmp_path / "quick"
     main(["experiment", str(QUICK), "--output_dir", str(out), "--dataset_dir", str(icbm_dataset), "--progress",
-          "False"])  # fmt: skip
+          "False"])
     config = experiment.load_config(QUICK)
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -167,7 +167,7 @@ def test_quick_config_runs_resumes_and_plots(tmp_path, icbm_dataset):
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert len(stamps) == len(config["arms"])
     main(["experiment", str(QUICK), "--output_dir", str(out), "--dataset_dir", str(icbm_dataset), "--progress",
-          "False", "--plots", "False"])  # fmt: skip
+          "False", "--plots", "False"])
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     # an overlay of two arms' predictions on the rescaled real T1
     arms = list(config["arms"])[:2]  # SE-U-Net and the matched UNet

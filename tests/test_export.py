@@ -1,5 +1,5 @@
 """Export of the bundle's SEUNet: TorchScript through MONAI's ckpt_export (and the inference config that runs it),
-ONNX through se_monai.export, each checked against the eager network."""
+ONNX through se_monai.apps.export, each checked against the eager network."""
 
 import subprocess
 import sys
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import write_crops
-from se_monai import export
-from se_monai.workflows import default_bundle_dir
+from se_monai.apps import export
+from se_monai.workflows import default_bundle_dir, load_bundle_network
 
 BUNDLE = default_bundle_dir()
 ATOL = 1e-4  # float32 logits of magnitude ~10; reordered reductions differ by ~1e-5
@@ -19,7 +19,7 @@ ATOL = 1e-4  # float32 logits of magnitude ~10; reordered reductions differ by ~
 
 @pytest.fixture(scope="module")
 def eager():
-    return export.load_bundle_network(BUNDLE)
+    return load_bundle_network(BUNDLE)
 
 
 def _outputs_match(module, reference, shape):
@@ -32,7 +32,7 @@ def test_ckpt_export_torchscript_matches_eager(tmp_path, eager):
     target = tmp_path / "model.ts"
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(target),
            "--ckpt_file", str(BUNDLE / "models" / "model.pt"), "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--config_file", str(BUNDLE / "configs" / "inference.json"), "--bundle_root", str(BUNDLE)]  # fmt: skip
+           "--config_file", str(BUNDLE / "configs" / "inference.json"), "--bundle_root", str(BUNDLE)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     scripted = torch.jit.load(str(target)).eval()
@@ -52,7 +52,7 @@ def test_torchscript_inference_config_segments_like_eager(tmp_path):
         configs = "[" + ",".join(f"'{c}'" for c in ["bundle/configs/inference.json", *extra]) + "]"
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--meta_file",
                "bundle/configs/metadata.json", "--bundle_root", "bundle", "--datalist", f"['{crops['ras']}']",
-               "--output_dir", str(tmp_path / name)]  # fmt: skip
+               "--output_dir", str(tmp_path / name)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=BUNDLE.parent)
         assert done.returncode == 0, done.stderr[-2000:]
         (written,) = (tmp_path / name).glob("*.nii.gz")
@@ -77,4 +77,4 @@ def test_onnx_export_rejects_bad_requests(tmp_path, eager):
         export.export_onnx(tmp_path / "model.onnx", eager, input_shape=(1, 1, 30, 32, 32))
     assert not list(tmp_path.iterdir())
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        export.load_bundle_network(BUNDLE, tmp_path / "missing.pt")
+        load_bundle_network(BUNDLE, tmp_path / "missing.pt")

@@ -33,7 +33,7 @@ def _with_bias(layer):
 def test_lifting_equals_reference(basis_type, stride, padding, transposed, output_padding):
     layer = _with_bias(SESConv_Z3_H(2, 3, kernel_size=5, effective_size=2, scales=SCALES, stride=stride,
                                     padding=padding, bias=True, basis_type=basis_type, transposed=transposed,
-                                    kernel_padding=False, output_padding=output_padding))  # fmt: skip
+                                    kernel_padding=False, output_padding=output_padding))
     x = torch.randn(2, 2, 8, 9, 10, requires_grad=True)
     y = layer(x)
     expected = ref.lifting_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
@@ -54,7 +54,7 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
 def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, transposed, output_padding, training):
     layer = _with_bias(SESConv_H_H(3, 2, scale_size=scale_size, kernel_size=3, effective_size=2, scales=SCALES,
                                    stride=stride, padding=padding, bias=True, basis_type=basis_type,
-                                   transposed=transposed, kernel_padding=False, output_padding=output_padding))  # fmt: skip
+                                   transposed=transposed, kernel_padding=False, output_padding=output_padding))
     layer.train(training)
     x = torch.randn(2, 3, len(SCALES), 6, 7, 8, requires_grad=True)
     y = layer(x)
@@ -80,7 +80,7 @@ def test_group_conv_scale_mixing_semantics():
 
 def test_gradcheck_group_conv():
     layer = SESConv_H_H(2, 2, scale_size=2, kernel_size=3, effective_size=2, scales=[1.0, 0.8], padding=1,
-                        bias=True, kernel_padding=False).double()  # fmt: skip
+                        bias=True, kernel_padding=False).double()
     x = torch.randn(1, 2, 2, 4, 4, 4, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda inp, w: layer_call(layer, inp, w), (x, layer.weight))
 
@@ -110,7 +110,7 @@ def test_batch_norm_statistics_shared_across_scales():
     norm.eval()
     y = norm(x)
     torch.testing.assert_close(y, ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean,
-                                                 var=norm.running_var), **TOL)  # fmt: skip
+                                                 var=norm.running_var), **TOL)
 
 
 def test_instance_norm_per_sample():
@@ -143,7 +143,7 @@ def test_spatial_max_pool_per_scale():
 
 
 @pytest.mark.parametrize("kind,reduce", [("max", lambda x: x.max(2).values), ("mean", lambda x: x.mean(2)),
-                                         ("avg", lambda x: x.mean(2))])  # fmt: skip
+                                         ("avg", lambda x: x.mean(2))])
 def test_projection(kind, reduce):
     x = torch.randn(2, 3, 4, 5, 5, 5)
     torch.testing.assert_close(SESProjection_H_Z3(kind)(x), reduce(x))
@@ -182,7 +182,7 @@ def test_paper_parameter_layout():
 def test_inference_kernel_cache_follows_weight_changes():
     """In inference the expanded kernel is cached; an in-place update, load_state_dict or a dtype change must show."""
     layer = _with_bias(SESConv_H_H(2, 3, kernel_size=3, effective_size=2, scales=SCALES, padding=1, bias=True,
-                                   kernel_padding=False)).eval()  # fmt: skip
+                                   kernel_padding=False)).eval()
     x = torch.randn(1, 2, len(SCALES), 5, 6, 7)
 
     def expected():

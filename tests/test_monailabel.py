@@ -16,7 +16,8 @@ import pytest
 
 from helpers import write_crops
 from se_monai.data import load_icbm152, tissue_labels
-from se_monai.workflows import default_bundle_dir, label_dice
+from se_monai.metrics import label_dice
+from se_monai.workflows import default_bundle_dir
 
 pytestmark = pytest.mark.monailabel
 
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
     app = root / "apps" / "monaibundle"
     done = subprocess.run(_monailabel_command() + ["apps", "--download", "--name", "monaibundle", "--output",
                                                    str(root / "apps")], capture_output=True, text=True, timeout=120,
-                          env=_env())  # fmt: skip
+                          env=_env())
     assert done.returncode == 0 and (app / "main.py").is_file(), done.stdout + done.stderr
     bundle = default_bundle_dir()
     shutil.copytree(bundle, app / "model" / BUNDLE_NAME, ignore=shutil.ignore_patterns("eval", "logs", "__pycache__"))
@@ -64,7 +65,7 @@ def server(tmp_path_factory):
                                  "--conf", "sam2", "false", "--conf", "skip_trainers", "true"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
         env=_env(MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="2"),
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -105,7 +106,7 @@ def test_infer_returns_the_label_volume(server):
 
     start = time.perf_counter()
     response = requests.post(f"{server['url']}/infer/{BUNDLE_NAME}", params={"image": "t1_crop", "output": "image"},
-                             timeout=600)  # fmt: skip
+                             timeout=600)
     seconds = time.perf_counter() - start
     assert response.status_code == 200, response.text[:2000]
     result = server["root"] / "result.nii.gz"

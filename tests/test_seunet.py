@@ -83,7 +83,7 @@ def test_torchscript_and_trace_match_eager():
 
 def test_bundle_target():
     parser = ConfigParser({"net": {"_target_": "se_monai.networks.SEUNet", "in_channels": 1, "out_channels": 3,
-                                   "channels": [4, 8], "strides": [2], "projection": "avg"}})  # fmt: skip
+                                   "channels": [4, 8], "strides": [2], "projection": "avg"}})
     net = parser.get_parsed_content("net")
     assert isinstance(net, SEUNet) and net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
 

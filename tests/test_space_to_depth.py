@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import se_monai.reference as ref
-from se_monai import space_to_depth
+from se_monai.ops import space_to_depth
 from se_monai.layers import SESConv_H_H, SESConv_Z3_H
 
 TOL = dict(rtol=1e-4, atol=1e-5)
@@ -68,7 +68,7 @@ def blocked_calls(monkeypatch):
 def test_group_conv_in_blocked_form_equals_reference(basis_type, channels, scale_size, training, blocked_calls):
     scales = [1.0, 0.9, 0.81]
     layer = SESConv_H_H(channels, 3, scale_size=scale_size, kernel_size=5, effective_size=3, scales=scales,
-                        padding=2, bias=True, basis_type=basis_type, kernel_padding=False).train(training)  # fmt: skip
+                        padding=2, bias=True, basis_type=basis_type, kernel_padding=False).train(training)
     torch.nn.init.normal_(layer.bias)
     x = torch.randn(2, channels, 3, 8, 6, 10, requires_grad=True)
     expected = ref.group_conv(x, layer.weight, layer.basis, layer.bias, 1, 2)

@@ -3,35 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn as nn
 from monai.networks.layers.convutils import same_padding, stride_minus_kernel_padding
-from monai.networks.layers.factories import Act, LayerFactory
-from monai.networks.layers.utils import get_act_layer
-from monai.networks.layers.utils import split_args
 
-from se_monai.layers import SEBatchNorm, SEDropout, SEInstanceNorm, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H
+from se_monai.bases import BasisSpec
+from se_monai.layers import SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H
+from se_monai.networks.factories import activation, se_norm
 
-__all__ = ["SENorm", "SEConvolution", "SEResidualUnit"]
-
-#: Normalisation layers on the scale-translation group, by name, for ``norm="batch"`` or
-#: ``norm=("instance", {"affine": True})`` as in MONAI's networks.
-SENorm = LayerFactory(name="SE normalisation", description="normalisation layers on (B, C, S, D, H, W) tensors")
-SENorm.add_factory_class("batch", SEBatchNorm)
-SENorm.add_factory_class("instance", SEInstanceNorm)
-
-
-# The paper's activation is SiLU; MONAI's Act factory has only its own Swish, so register torch's fused SiLU.
-if "SILU" not in Act.names:
-    Act.add_factory_class("silu", nn.SiLU)
-
-
-def _se_norm(norm: str | tuple, channels: int) -> nn.Module:
-    name, args = split_args(norm)
-    return SENorm[name](num_features=channels, **args)
+__all__ = ["SEConvolution", "SEResidualUnit"]
 
 
 class SEConvolution(nn.Sequential):
@@ -44,15 +25,16 @@ class SEConvolution(nn.Sequential):
 
     Args:
         in_channels, out_channels: channels (per scale).
+        spec: the steerable basis of the SE convolution (kernel size, scales, ...).
         lifting: use :class:`SESConv_Z3_H` (else :class:`SESConv_H_H`).
-        scales, kernel_size, effective_size, scale_size, basis_type, kernel_padding: of the SE convolution.
+        scale_size: neighbouring scales mixed by a group convolution.
         strides: spatial stride (voxels).
         padding: explicit padding (voxels), or None for "same".
         bias: learned bias.
         is_transposed: transposed (upsampling) convolution.
         conv_only: no normalisation, dropout or activation.
-        act: MONAI activation name or (name, args).
-        norm: "batch" or "instance", or (name, args); see :data:`SENorm`.
+        act: activation name or (name, args); see :func:`se_monai.networks.factories.activation`.
+        norm: "batch" or "instance", or (name, args); see :data:`se_monai.networks.factories.SENorm`.
         dropout: channel-dropout probability (:class:`SEDropout`).
     """
 
@@ -60,13 +42,9 @@ class SEConvolution(nn.Sequential):
         self,
         in_channels: int,
         out_channels: int,
-        scales: Sequence[float],
+        spec: BasisSpec,
         lifting: bool = False,
-        kernel_size: int = 3,
-        effective_size: int = 3,
         scale_size: int = 1,
-        basis_type: str = "multi",
-        kernel_padding: bool = False,
         strides: int = 1,
         padding: int | None = None,
         bias: bool = True,
@@ -77,21 +55,14 @@ class SEConvolution(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if padding is None:
-            padding = same_padding(kernel_size)
-        output_padding = stride_minus_kernel_padding(1, strides) if is_transposed else 0
-        geometry = dict(
-            kernel_size=kernel_size,
-            effective_size=effective_size,
-            scales=scales,
-            stride=strides,
-            padding=padding,
-            bias=bias,
-            basis_type=basis_type,
-            transposed=is_transposed,
-            kernel_padding=kernel_padding,
-            output_padding=output_padding,
-        )
+        geometry = {
+            "stride": strides,
+            "padding": same_padding(spec.kernel_size) if padding is None else padding,
+            "bias": bias,
+            "transposed": is_transposed,
+            "output_padding": stride_minus_kernel_padding(1, strides) if is_transposed else 0,
+            **spec.layer_arguments(),
+        }
         if lifting:
             self.add_module("conv", SESConv_Z3_H(in_channels, out_channels, **geometry))
         else:
@@ -99,11 +70,11 @@ class SEConvolution(nn.Sequential):
         if conv_only:
             return
         if norm:
-            self.add_module("norm", _se_norm(norm, out_channels))
+            self.add_module("norm", se_norm(norm, out_channels))
         if dropout:
             self.add_module("dropout", SEDropout(float(dropout)))
         if act:
-            self.add_module("act", get_act_layer(act))
+            self.add_module("act", activation(act))
 
 
 class SEResidualUnit(nn.Module):
@@ -121,13 +92,9 @@ class SEResidualUnit(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        scales: Sequence[float],
+        spec: BasisSpec,
         lifting: bool = False,
-        kernel_size: int = 3,
-        effective_size: int = 3,
         scale_size: int = 1,
-        basis_type: str = "multi",
-        kernel_padding: bool = False,
         strides: int = 1,
         subunits: int = 2,
         bias: bool = True,
@@ -137,15 +104,6 @@ class SEResidualUnit(nn.Module):
         last_conv_only: bool = False,
     ) -> None:
         super().__init__()
-        shared = dict(
-            scales=scales,
-            kernel_size=kernel_size,
-            effective_size=effective_size,
-            scale_size=scale_size,
-            basis_type=basis_type,
-            kernel_padding=kernel_padding,
-            bias=bias,
-        )
         self.conv = nn.Sequential()
         channels, stride, lift = in_channels, strides, lifting
         subunits = max(1, subunits)
@@ -153,13 +111,15 @@ class SEResidualUnit(nn.Module):
             unit = SEConvolution(
                 channels,
                 out_channels,
+                spec,
                 lifting=lift,
+                scale_size=scale_size,
                 strides=stride,
+                bias=bias,
                 conv_only=last_conv_only and su == subunits - 1,
                 act=act,
                 norm=norm,
                 dropout=dropout,
-                **shared,
             )
             self.conv.add_module(f"unit{su:d}", unit)
             channels, stride, lift = out_channels, 1, False
@@ -167,10 +127,17 @@ class SEResidualUnit(nn.Module):
         self.residual: nn.Module = nn.Identity()
         if lifting or np.prod(strides) != 1 or in_channels != out_channels:
             if not lifting and np.prod(strides) == 1:
-                self.residual = SESConv_H_H_1x1(in_channels, out_channels, num_scales=len(scales), bias=bias)
+                self.residual = SESConv_H_H_1x1(in_channels, out_channels, num_scales=spec.num_scales, bias=bias)
             else:
                 self.residual = SEConvolution(
-                    in_channels, out_channels, lifting=lifting, strides=strides, conv_only=True, **shared
+                    in_channels,
+                    out_channels,
+                    spec,
+                    lifting=lifting,
+                    scale_size=scale_size,
+                    strides=strides,
+                    bias=bias,
+                    conv_only=True,
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

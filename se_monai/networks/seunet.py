@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.simplelayers import SkipConnection
 
+from se_monai.bases import DEFAULT_MAX_ORDER, DEFAULT_MULT, BasisSpec
 from se_monai.layers import PROJECTIONS, SESProjection_H_Z3
 from se_monai.networks.blocks import SEConvolution, SEResidualUnit
 
@@ -16,6 +18,21 @@ __all__ = ["SEUNet", "PAPER_SCALES"]
 
 #: The paper's scales: 0.9**i for i = 0..3 (Gaussian widths relative to the largest, which is 1 voxel).
 PAPER_SCALES = tuple(0.9**i for i in range(4))
+
+
+def _check_topology(spatial_dims: int, channels: Sequence[int], strides: Sequence[int], projection: str) -> None:
+    """MONAI UNet's checks (with its messages), plus the SE-specific ones."""
+    if spatial_dims != 3:
+        raise ValueError(f"SEUNet is 3-D only, got spatial_dims={spatial_dims}")
+    if len(channels) < 2:
+        raise ValueError("the length of `channels` should be no less than 2.")
+    delta = len(strides) - (len(channels) - 1)
+    if delta < 0:
+        raise ValueError("the length of `strides` should equal to `len(channels) - 1`.")
+    if delta > 0:
+        warnings.warn(f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
 
 
 class SEUNet(nn.Module):
@@ -43,9 +60,11 @@ class SEUNet(nn.Module):
         scales: Gaussian widths (voxels) of the S scales of the steerable basis.
         effective_size: basis functions per axis (F = effective_size**3).
         scale_size: neighbouring scales mixed by each group convolution.
-        basis_type: "single" or "multi" Hermite-Gaussian basis.
+        basis_type: "single" or "multi" Hermite-Gaussian basis, or "disco", the basis optimised for equivariance
+            (:func:`se_monai.bases.steerable_basis`).
         projection: "max" or "mean" ("avg") over scales before the output.
         kernel_padding: zero-pad the support of smaller scales (the paper's U-Net: False).
+        max_order, mult: highest total order and ratio of widths of the "multi" basis.
 
     Raises:
         ValueError: ``spatial_dims != 3``, fewer than two levels, too few strides, unknown ``projection`` or basis.
@@ -77,75 +96,62 @@ class SEUNet(nn.Module):
         basis_type: str = "multi",
         projection: str = "mean",
         kernel_padding: bool = False,
+        max_order: int = DEFAULT_MAX_ORDER,
+        mult: float = DEFAULT_MULT,
     ) -> None:
         super().__init__()
-        if spatial_dims != 3:
-            raise ValueError(f"SEUNet is 3-D only, got spatial_dims={spatial_dims}")
-        if len(channels) < 2:
-            raise ValueError("the length of `channels` should be no less than 2.")
-        delta = len(strides) - (len(channels) - 1)
-        if delta < 0:
-            raise ValueError("the length of `strides` should equal to `len(channels) - 1`.")
-        if delta > 0:
-            warnings.warn(f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        _check_topology(spatial_dims, channels, strides, projection)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.channels = tuple(channels)
         self.strides = tuple(strides)
         self.num_res_units = num_res_units
         self.scales = tuple(float(s) for s in scales)
-        self._layer_args = dict(
-            scales=self.scales,
-            effective_size=effective_size,
-            scale_size=scale_size,
-            basis_type=basis_type,
-            kernel_padding=kernel_padding,
-            bias=bias,
-            act=act,
-            norm=norm,
-            dropout=dropout,
-        )
-        self._kernel_size = kernel_size
-        self._up_kernel_size = up_kernel_size
+        self.projection = projection
+        spec = BasisSpec(kernel_size, effective_size, self.scales, basis_type, kernel_padding, max_order, mult)
+        self._down_spec, self._up_spec = spec, dataclasses.replace(spec, kernel_size=up_kernel_size)
+        self._block_args = {"scale_size": scale_size, "bias": bias, "act": act, "norm": norm, "dropout": dropout}
+        self.model = self._create_block(in_channels, out_channels, self.channels, self.strides, True)
 
-        def _create_block(inc: int, outc: int, chans: Sequence[int], strs: Sequence[int], is_top: bool) -> nn.Module:
-            c, s = chans[0], strs[0]
-            if len(chans) > 2:
-                subblock = _create_block(c, c, chans[1:], strs[1:], False)
-                upc = c * 2
-            else:
-                subblock = self._down_layer(c, chans[1], 1, False)
-                upc = c + chans[1]
-            down = self._down_layer(inc, c, s, is_top)
-            up = self._up_layer(upc, outc, s, is_top)
-            if is_top:
-                up = nn.Sequential(up, SESProjection_H_Z3(projection))
-            return nn.Sequential(down, SkipConnection(subblock), up)
-
-        self.model = _create_block(in_channels, out_channels, self.channels, self.strides, True)
+    def _create_block(
+        self, inc: int, outc: int, chans: Sequence[int], strs: Sequence[int], is_top: bool
+    ) -> nn.Sequential:
+        """One level: down layer, the levels below (or the bottom layer) as a skip connection, up layer."""
+        c, s = chans[0], strs[0]
+        if len(chans) > 2:
+            subblock = self._create_block(c, c, chans[1:], strs[1:], False)
+            upc = c * 2
+        else:
+            subblock = self._down_layer(c, chans[1], 1, False)
+            upc = c + chans[1]
+        down = self._down_layer(inc, c, s, is_top)
+        up = self._up_layer(upc, outc, s, is_top)
+        if is_top:
+            up = nn.Sequential(up, SESProjection_H_Z3(self.projection))
+        return nn.Sequential(down, SkipConnection(subblock), up)
 
     def _down_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:
+        spec = self._down_spec
         if self.num_res_units > 0:
             return SEResidualUnit(
-                inc, outc, lifting=is_top, kernel_size=self._kernel_size, strides=strides,
-                subunits=self.num_res_units, **self._layer_args,
-            )  # fmt: skip
-        return SEConvolution(
-            inc, outc, lifting=is_top, kernel_size=self._kernel_size, strides=strides, **self._layer_args
-        )
+                inc, outc, spec, lifting=is_top, strides=strides, subunits=self.num_res_units, **self._block_args
+            )
+        return SEConvolution(inc, outc, spec, lifting=is_top, strides=strides, **self._block_args)
 
     def _up_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:
         conv: nn.Module = SEConvolution(
-            inc, outc, kernel_size=self._up_kernel_size, strides=strides, is_transposed=True,
-            conv_only=is_top and self.num_res_units == 0, **self._layer_args,
-        )  # fmt: skip
+            inc,
+            outc,
+            self._up_spec,
+            strides=strides,
+            is_transposed=True,
+            conv_only=is_top and self.num_res_units == 0,
+            **self._block_args,
+        )
         if self.num_res_units > 0:
             ru = SEResidualUnit(
-                outc, outc, kernel_size=self._kernel_size, strides=1, subunits=1, last_conv_only=is_top,
-                **self._layer_args,
-            )  # fmt: skip
+                outc, outc, self._down_spec, strides=1, subunits=1, last_conv_only=is_top, **self._block_args
+            )
             conv = nn.Sequential(conv, ru)
         return conv
 

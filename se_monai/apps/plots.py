@@ -9,14 +9,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
-__all__ = ["STYLES", "plot_results", "plot_overlay", "confusion_colours"]
+from se_monai.apps import experiment
+from se_monai.io import InputError
+from se_monai.metrics import label_dice
+from se_monai.ops.atomic import atomic_write
+
+__all__ = ["STYLES", "plot_results", "plot_overlay", "confusion_colours", "plot_run_overlay"]
 
 #: Colour and marker per network of configs/scale_generalisation.json; other networks get matplotlib's cycle.
 STYLES = {
@@ -29,6 +36,7 @@ STYLES = {
 
 
 def _pyplot():
+    # matplotlib is imported when a plot is drawn, not with the module: it is heavy, and only plotting needs it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,15 +57,15 @@ def _draw(ax, rows: list[dict[str, Any]], column: str) -> None:
         label = points[0]["model"] + (" + augmentation" if points[0]["augment"] else "")
         ax.errorbar([p[column] for p in points], [p["dice"] for p in points], yerr=[p["std"] for p in points],
                     color=colour, marker=marker, markerfacecolor="none", linestyle="-" if points[0]["augment"] else "--",
-                    capsize=3, label=label)  # fmt: skip
+                    capsize=3, label=label)
     ax.grid(axis="y", linestyle="--", alpha=0.5)
 
 
 def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLike,
-                 test_scales: Sequence[float] | None = None) -> list[Path]:  # fmt: skip
+                 test_scales: Sequence[float] | None = None) -> list[Path]:
     """Draw ``dice_vs_train_size.png`` (test scale 1.0, or the closest), ``dice_vs_test_scale.png`` (largest
     training set) and ``dice_vs_test_scale_smallest.png`` (smallest training set, when it differs) from the
-    experiment's results (:func:`se_monai.experiment.collect_results`).
+    experiment's results (:func:`se_monai.apps.experiment.collect_results`).
 
     Args:
         results: finished runs.
@@ -67,9 +75,7 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
     Returns:
         The files written (none when there are no results).
     """
-    from se_monai.experiment import summarise
-
-    rows = summarise(results)
+    rows = experiment.summarise(results)
     if not rows:
         return []
     plt = _pyplot()
@@ -85,11 +91,11 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
          "Number of training subjects", f"test scale {reference:g}"),
         ("dice_vs_test_scale.png", [r for r in rows if r["train_size"] == largest and r["test_scale"] in shown],
          "test_scale", "Scaling of test data", f"{largest} training subjects"),
-    ]  # fmt: skip
+    ]
     if smallest != largest:
         figures.append(("dice_vs_test_scale_smallest.png",
                         [r for r in rows if r["train_size"] == smallest and r["test_scale"] in shown],
-                        "test_scale", "Scaling of test data", f"{smallest} training subjects"))  # fmt: skip
+                        "test_scale", "Scaling of test data", f"{smallest} training subjects"))
     written = []
     for name, subset, column, xlabel, title in figures:
         fig, ax = plt.subplots(figsize=(10.4, 4.8))
@@ -100,7 +106,8 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
         ax.set_title(title)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes, as the paper
         fig.tight_layout()
-        fig.savefig(output_dir / name, dpi=120)
+        with atomic_write(output_dir / name) as partial:
+            fig.savefig(partial, dpi=120, format="png")
         plt.close(fig)
         written.append(output_dir / name)
     return written
@@ -129,7 +136,7 @@ def confusion_colours(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def plot_overlay(image: np.ndarray, truth: np.ndarray, predictions: Mapping[str, np.ndarray],
                  output: str | os.PathLike, axis: int = 2, index: int | None = None,
-                 title: str | None = None) -> Path:  # fmt: skip
+                 title: str | None = None) -> Path:
     """Draw one slice: the image, the ground truth (class colours), then every prediction over the image with
     :func:`confusion_colours`, and the slice's Dice of each prediction (foreground classes averaged).
 
@@ -169,30 +176,88 @@ def plot_overlay(image: np.ndarray, truth: np.ndarray, predictions: Mapping[str,
     axes[0].set_title("image")
     axes[1].imshow(picture, cmap="gray")
     axes[1].imshow(np.ma.masked_equal(classes, 0), cmap="viridis", alpha=0.6, interpolation="nearest",
-                   vmin=1, vmax=max(int(truth.max()), 2))  # fmt: skip
+                   vmin=1, vmax=max(int(truth.max()), 2))
     axes[1].set_title("ground truth")
     for ax, (name, prediction) in zip(axes[2:], predictions.items()):
         guess = cut(prediction)
-        dice = []
-        for c in range(1, int(max(truth.max(), prediction.max())) + 1):
-            total = (guess == c).sum() + (classes == c).sum()
-            if total:
-                dice.append(2 * ((guess == c) & (classes == c)).sum() / total)
+        present = [c for c in range(1, int(max(truth.max(), prediction.max())) + 1) if (guess == c).any() or (classes == c).any()]
+        dice = list(label_dice(guess, classes, {str(c): c for c in present}).values())
         ax.imshow(picture, cmap="gray")
         ax.imshow(confusion_colours(guess, classes), interpolation="nearest")
         ax.set_title(f"{name}\nslice Dice {np.mean(dice):.3f}" if dice else name, fontsize="small")
     for ax in axes:
         ax.set_axis_off()
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # matplotlib: see _pyplot
 
     fig.legend(handles=[Patch(color=c, label=n) for c, n in
                         (("tab:green", "true positive"), ("tab:red", "false positive"), ("tab:blue", "false negative"))],
-               loc="lower center", ncol=3, fontsize="small")  # fmt: skip
+               loc="lower center", ncol=3, fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
+    with atomic_write(output) as partial:
+        fig.savefig(partial, dpi=120, format="png")
     plt.close(fig)
     return output
+
+
+def plot_run_overlay(
+    results_dir: str | os.PathLike,
+    arms: Sequence[str],
+    train_size: int | None = None,
+    seed: int = 0,
+    scale: float = 0.7,
+    axis: int = 2,
+    index: int | None = None,
+    output: str | os.PathLike | None = None,
+) -> Path:
+    """:func:`plot_overlay` of the first test image at ``scale`` of an experiment, with the predictions of the runs of
+    ``arms`` (sliding-window inference through the bundle, :func:`se_monai.apps.experiment.predict`).
+
+    Args:
+        results_dir: an experiment's output folder.
+        arms: arm names of its config.
+        train_size: the runs' training-set size (default: the smallest of the experiment).
+        seed: the runs' seed.
+        scale: the test scale of the image.
+        axis, index: the slice (see :func:`plot_overlay`).
+        output: PNG to write (default ``<results_dir>/overlay_n<size>_scale<scale*100>.png``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputError: not an experiment folder, no test image at ``scale``, an unknown arm, an unfinished run, or a bad
+            slice.
+    """
+    root = Path(results_dir)
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise InputError(f"{root}: not an experiment output folder (no config.json)")
+    config = json.loads(config_path.read_text())
+    size = int(train_size) if train_size is not None else min(config["train_sizes"])
+    pairs = experiment.scaled_test_pairs(root, scale)
+    if not pairs:
+        raise InputError(f"{root / 'test_scales'}: no test image at scale {scale}")
+    image_path, label_path = pairs[0]
+    target = Path(output) if output else root / f"overlay_n{size:03d}_{experiment.scale_tag(scale)}.png"
+    unknown = [arm for arm in arms if arm not in config["arms"]]
+    if unknown:
+        raise InputError(f"{config_path}: no arm {unknown[0]!r} (arms: {', '.join(config['arms'])})")
+    try:
+        predictions = {
+            config["arms"][arm].get("model", arm) + (" + aug." if config["arms"][arm]["augment"] else ""):
+            experiment.predict(root, experiment.run_name(arm, size, seed), image_path)
+            for arm in arms
+        }
+    except experiment.ConfigError as err:
+        raise InputError(str(err)) from err
+    image = np.asarray(nib.load(str(image_path)).dataobj, dtype=np.float32)
+    truth = np.asarray(nib.load(str(label_path)).dataobj).astype(np.int64)
+    title = f"{image_path.name}: test scale {scale:g}, {size} training subjects"
+    try:
+        return plot_overlay(image, truth, predictions, target, axis=int(axis), index=index, title=title)
+    except ValueError as err:
+        raise InputError(f"{image_path}: {err}") from err

@@ -23,22 +23,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.inferers import SlidingWindowInferer
 
-from se_monai.networks import SEUNet
+from se_monai.data import load_icbm152
+from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
 
-__all__ = ["paper_baseline_unet", "benchmark_models", "layer_breakdown", "benchmark_volume", "run", "format_table"]
+__all__ = ["Autocast", "benchmark_models", "layer_breakdown", "benchmark_volume", "run", "format_table"]
 
 _STATUS = Path("/proc/self/status")
-
-
-def paper_baseline_unet(in_channels: int, out_channels: int) -> nn.Module:
-    """The paper's baseline: MONAI UNet, channels 16..128, strides 2, kernel 5, 2 residual units, swish, batch
-    norm, dropout 0.05 (about 5.5 M parameters)."""
-    from monai.networks.nets import UNet
-
-    return UNet(3, in_channels, out_channels, (16, 32, 64, 128), (2, 2, 2), kernel_size=5, up_kernel_size=5,
-                num_res_units=2, act="swish", norm="batch", dropout=0.05)  # fmt: skip
 
 
 class Autocast(nn.Module):
@@ -58,7 +51,7 @@ class Autocast(nn.Module):
 def _models(in_channels: int, out_channels: int, amp: bool = False, device: str = "cpu") -> dict[str, nn.Module]:
     se = SEUNet(in_channels=in_channels, out_channels=out_channels)
     models = {"SEUNet": se, "SEUNet reference": reference_model(se),
-              "UNet baseline": paper_baseline_unet(in_channels, out_channels)}  # fmt: skip
+              "UNet baseline": paper_baseline_unet(3, in_channels, out_channels)}
     if amp:
         device_type = torch.device(device).type
         name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
@@ -96,7 +89,7 @@ def _peak_mb(device: torch.device) -> float | None:
 
 def _in_fresh_process(task: str, **kwargs: Any) -> dict[str, Any]:
     """Run ``task`` of this module in a new Python process (a clean peak-RSS count) and return its result."""
-    command = [sys.executable, "-m", "se_monai.bench", task, json.dumps(kwargs)]
+    command = [sys.executable, "-m", "se_monai.apps.bench", task, json.dumps(kwargs)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -125,7 +118,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 def benchmark_models(
     size: int = 64, in_channels: int = 4, out_channels: int = 3, batch: int = 1, repeats: int = 5, warmup: int = 2,
     device: str = "cpu", amp: bool = False,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+) -> dict[str, dict[str, float]]:
     """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
 
     Args:
@@ -182,7 +175,7 @@ def benchmark_models(
 
 
 def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3, repeats: int = 3,
-                    device: str = "cpu") -> dict[str, float]:  # fmt: skip
+                    device: str = "cpu") -> dict[str, float]:
     """Forward time of SEUNet (eval) summed per kind of leaf layer (seconds, median of ``repeats``)."""
     dev = torch.device(device)
     net = SEUNet(in_channels=in_channels, out_channels=out_channels).to(dev).eval()
@@ -219,7 +212,7 @@ def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3,
 
 
 def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: int = 1, device: str = "cpu",
-                     image: torch.Tensor | None = None) -> dict[str, Any]:  # fmt: skip
+                     image: torch.Tensor | None = None) -> dict[str, Any]:
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
     Args:
@@ -231,10 +224,6 @@ def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: i
         ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``: on CPU the peak resident set of the whole
         process (run it in a fresh process for a clean count, as :func:`run` does), on CUDA peak allocated memory.
     """
-    from monai.inferers import SlidingWindowInferer
-
-    from se_monai.data import load_icbm152
-
     dev = torch.device(device)
     if image is None:
         t1 = torch.from_numpy(load_icbm152()[0])
@@ -249,13 +238,13 @@ def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: i
 
 
 def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
-        volume: bool = True, amp: bool = False) -> dict[str, Any]:  # fmt: skip
+        volume: bool = True, amp: bool = False) -> dict[str, Any]:
     """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
     if threads:
         torch.set_num_threads(threads)
     report: dict[str, Any] = {
         "config": {"size": size, "repeats": repeats, "device": device, "threads": torch.get_num_threads(),
-                   "torch": torch.__version__},  # fmt: skip
+                   "torch": torch.__version__},
         "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp),
     }
     models = report["models"]
@@ -273,7 +262,7 @@ def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | No
         report["layers"] = layer_breakdown(size=size, device=device)
     if volume:
         report["volume"] = (benchmark_volume(device=device) if torch.device(device).type == "cuda"
-                            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads()))  # fmt: skip
+                            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads()))
     return report
 
 
@@ -282,7 +271,7 @@ def format_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
              f"median of {cfg['repeats']}", "",
-             f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]  # fmt: skip
+             f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
         lines.append(f"{name:<22}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
@@ -294,12 +283,12 @@ def format_table(report: dict[str, Any]) -> str:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
         lines += ["", f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
-                      f"{v['seconds']:.1f} s, peak RSS {peak}"]  # fmt: skip
+                      f"{v['seconds']:.1f} s, peak RSS {peak}"]
     return "\n".join(lines)
 
 
 def _main() -> None:
-    """``python -m se_monai.bench TASK JSON``: the measurements that need a fresh process; prints JSON."""
+    """``python -m se_monai.apps.bench TASK JSON``: the measurements that need a fresh process; prints JSON."""
     task, kwargs = sys.argv[1], json.loads(sys.argv[2])
     if task == "memory":
         result = _train_step_memory(**kwargs)

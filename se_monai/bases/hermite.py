@@ -1,4 +1,4 @@
-"""Steerable bases of 3-D Hermite-Gaussian functions on a range of scales.
+"""Hermite-Gaussian steerable bases ("single" and "multi") on a range of scales.
 
 The kernels of every scale-equivariant layer are linear combinations of a fixed basis evaluated at each
 scale sigma of a scale list; only the combination weights are learned (SESN: Sosnovik, Szmaja, Smeulders,
@@ -28,11 +28,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BASIS_TYPES", "hermite_gaussian_1d", "single_scale_basis", "multi_scale_basis", "steerable_basis"]
+__all__ = [
+    "HERMITE_TYPES",
+    "DEFAULT_MAX_ORDER",
+    "DEFAULT_MULT",
+    "hermite_gaussian_1d",
+    "single_scale_basis",
+    "multi_scale_basis",
+    "kernel_support",
+    "normalise_by_first_scale",
+    "hermite_basis",
+]
 
-#: Basis kinds accepted by every scale-equivariant convolution (``basis_type`` argument); "disco" is the basis
-#: optimised for equivariance of :mod:`se_monai.disco`.
-BASIS_TYPES = ("single", "multi", "disco")
+#: The Hermite-Gaussian basis kinds.
+HERMITE_TYPES = ("single", "multi")
 #: Default highest total order n + m + k of the "multi" basis (paper's code).
 DEFAULT_MAX_ORDER = 4
 #: Default ratio between the Gaussian widths of the "multi" basis (sigma / mult**j; paper's code).
@@ -100,15 +109,21 @@ def multi_scale_basis(
     return np.concatenate(parts)[:num_funcs]
 
 
-def _support(kernel_size: int, sigma: float, max_sigma: float, kernel_padding: bool) -> int:
-    """Support (voxels) of the basis at ``sigma``: smaller scales get a smaller, zero-padded support."""
-    if not kernel_padding:
-        return kernel_size
+def kernel_support(kernel_size: int, sigma: float, max_sigma: float) -> int:
+    """Support (voxels) of the basis at width ``sigma`` when smaller scales get a smaller, zero-padded support:
+    ``int(k * sigma / max_sigma) // 2 * 2 + 1`` for odd k (``+ 2`` for even k), so it keeps k's parity."""
     odd = kernel_size % 2
     return int(kernel_size * sigma / max_sigma) // 2 * 2 + (1 if odd else 2)
 
 
-def steerable_basis(
+def normalise_by_first_scale(basis: torch.Tensor) -> torch.Tensor:
+    """``(F, S, k, k, k)`` with every function divided by its L2 norm at scale index 0, as float32 (the paper's
+    code: the amplitude sigma^-3 then carries across scales)."""
+    norm = basis[:, :1].pow(2).sum(dim=(2, 3, 4), keepdim=True).sqrt()
+    return (basis / norm).float()
+
+
+def hermite_basis(
     kernel_size: int,
     scales: Sequence[float],
     effective_size: int,
@@ -117,43 +132,17 @@ def steerable_basis(
     max_order: int = DEFAULT_MAX_ORDER,
     mult: float = DEFAULT_MULT,
 ) -> torch.Tensor:
-    """Normalised steerable Hermite-Gaussian basis for all scales.
+    """The "single" or "multi" basis sampled at every scale, normalised by the first: float32 ``(F, S, k, k, k)``.
 
-    Args:
-        kernel_size: edge length k of the cubic kernel (voxels).
-        scales: Gaussian widths sigma (voxels), one per scale of the scale-translation group.
-        effective_size: number of functions per axis; the basis has ``effective_size**3`` functions.
-        basis_type: "single" (orders < effective_size), "multi" (total order <= max_order at
-            several widths), or "disco" (optimised for equivariance, :func:`se_monai.disco.disco_basis`; it ignores
-            ``kernel_padding``, ``max_order`` and ``mult``).
-        kernel_padding: if True, the basis at scale sigma is sampled on
-            ``int(k * sigma / max(scales)) // 2 * 2 + 1`` voxels (odd k) and zero-padded to k.
-        max_order: highest total order for "multi".
-        mult: ratio between consecutive widths for "multi".
-
-    Returns:
-        float32 tensor ``(F, S, k, k, k)``, F = effective_size**3, S = len(scales); each function divided by
-        its L2 norm at scale index 0.
+    Arguments as :func:`se_monai.bases.steerable_basis`, which checks them.
 
     Raises:
-        ValueError: unknown ``basis_type``, empty or non-positive ``scales``, ``effective_size < 1``, or a
-            scaled support of one voxel or less.
+        ValueError: with ``kernel_padding``, a scale whose kernel support is one voxel or less.
     """
-    if basis_type not in BASIS_TYPES:
-        raise ValueError(f"basis_type must be one of {BASIS_TYPES}, got {basis_type!r}")
-    scales = [float(s) for s in scales]
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"scales must be a non-empty list of positive widths, got {scales}")
-    if effective_size < 1 or kernel_size < 1:
-        raise ValueError(f"kernel_size and effective_size must be >= 1, got {kernel_size}, {effective_size}")
-    if basis_type == "disco":
-        from se_monai.disco import disco_basis
-
-        return disco_basis(kernel_size, scales, effective_size)
     num_funcs = effective_size**3
     per_scale = []
     for sigma in scales:
-        support = _support(kernel_size, sigma, max(scales), kernel_padding)
+        support = kernel_support(kernel_size, sigma, max(scales)) if kernel_padding else kernel_size
         if kernel_padding and support <= 1:
             raise ValueError(
                 f"scale {sigma} gives a kernel support of {support} voxel(s) for kernel_size {kernel_size}; "
@@ -163,9 +152,6 @@ def steerable_basis(
             basis = single_scale_basis(support, sigma, effective_size)
         else:
             basis = multi_scale_basis(support, sigma, num_funcs, max_order=max_order, mult=mult)
-        basis = torch.from_numpy(basis)
         pad = (kernel_size - support) // 2
-        per_scale.append(F.pad(basis, [pad] * 6))
-    stacked = torch.stack(per_scale, dim=1)
-    norm = stacked[:, :1].pow(2).sum(dim=(2, 3, 4), keepdim=True).sqrt()
-    return (stacked / norm).float()
+        per_scale.append(F.pad(torch.from_numpy(basis), [pad] * 6))
+    return normalise_by_first_scale(torch.stack(per_scale, dim=1))

@@ -4,8 +4,8 @@ On CPU, oneDNN pads every convolution group to 16 channels, so a group convoluti
 scale (the top of SEUNet, at full resolution) wastes most of its arithmetic. Rearranging each 2 x 2 x 2 block of
 voxels into channels turns a ``k``-kernel convolution with C channels on ``(D, H, W)`` into an exactly equal
 ``k'``-kernel convolution with 8 C channels on ``(D/2, H/2, W/2)``, with ``k' = 2 ceil(p / 2) + 1`` for the padding
-``p = (k - 1) / 2``: for k = 5 a 3 x 3 x 3 kernel with 8 x 8 times the channels (1.7 times the multiply-adds,
-done 2-2.5 times faster; docs/performance.md).
+``p = (k - 1) / 2``: for k = 5 a 3 x 3 x 3 kernel with 8 x 8 times the channels and more multiply-adds, done
+faster (measurements: docs/performance.md).
 
 Per axis, with output voxel ``n = 2Q + b`` and input voxel ``n + t - p = 2(Q + d) + a`` (``b, a`` in {0, 1}, tap
 ``t``), the blocked kernel is ``K'[b, a, d] = K[t]`` for ``t = 2d + a - b + p`` when ``0 <= t < k``, else 0; in 3-D
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 __all__ = ["blocked_size", "axis_map", "blocked_kernel", "to_blocks", "from_blocks", "blocked_conv3d", "worth_blocking"]
 
 
-#: Largest channel count per group for which the blocked form is used (measured on CPU: 3-4 channels gain, 8 lose).
+#: Largest channel count per group for which the blocked form is used (docs/performance.md: where it pays on CPU).
 MAX_GROUP_CHANNELS = 4
 #: Largest ratio of multiply-adds, blocked over direct (k = 5: 1.73; k = 3 and 7, at 8 and 2.9, are not blocked).
 MAX_WORK_RATIO = 2.0
@@ -87,7 +87,7 @@ def _sub_voxel_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _gather_blocks(x: torch.Tensor) -> torch.Tensor:
-    # a depthwise stride-2 convolution: on CPU about 5x faster than the equivalent 9-D permute-copy
+    # a depthwise stride-2 convolution, faster on CPU than the equivalent 9-D permute-copy (docs/performance.md)
     channels = x.shape[1]
     x = x.contiguous(memory_format=torch.channels_last_3d)
     return F.conv3d(x, _sub_voxel_kernel(channels, x), None, 2, 0, 1, channels)

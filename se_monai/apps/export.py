@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.export import Dim
 
+from se_monai.ops.atomic import atomic_write
 from se_monai.workflows import load_bundle_network
 
-__all__ = ["load_bundle_network", "export_onnx", "check_onnx"]  # load_bundle_network: from se_monai.workflows
+__all__ = ["export_onnx", "check_onnx"]
 
 
 def _total_stride(network: torch.nn.Module) -> int:
@@ -28,7 +30,7 @@ def _total_stride(network: torch.nn.Module) -> int:
 
 def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = None,
                 input_shape: tuple[int, ...] = (1, 1, 96, 96, 96), dynamic: bool = True,
-                **bundle: Any) -> Path:  # fmt: skip
+                **bundle: Any) -> Path:
     """Export a network (default: the bundle's, see :func:`load_bundle_network`) to ONNX with the torch.export-based
     exporter, writing ``output`` only when the export succeeded.
 
@@ -46,8 +48,6 @@ def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = Non
         ValueError: ``output`` does not end in .onnx, or ``input_shape`` is not 5-D with spatial sizes divisible by
             the total stride.
     """
-    from torch.export import Dim
-
     output = Path(output)
     if output.suffix != ".onnx":
         raise ValueError(f"{output}: output must end in .onnx")
@@ -61,20 +61,18 @@ def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = Non
         spatial = [stride * Dim(name, min=1, max=4096 // stride) for name in ("depth", "height", "width")]
         shapes = ({0: Dim("batch", min=1, max=1024), 2: spatial[0], 3: spatial[1], 4: spatial[2]},)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as staging:
-        partial = Path(staging) / output.name
+    with atomic_write(output) as partial:
         with torch.no_grad():
             torch.onnx.export(network, (example,), str(partial), dynamo=True, input_names=["image"],
-                              output_names=["logits"], dynamic_shapes=shapes, external_data=False)  # fmt: skip
-        os.replace(partial, output)
+                              output_names=["logits"], dynamic_shapes=shapes, external_data=False)
     return output
 
 
 def check_onnx(path: str | os.PathLike, network: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
     """Largest absolute difference between onnxruntime (CPU) on ``path`` and the eager ``network`` for one random
     input of ``input_shape``."""
-    import numpy as np
-    import onnxruntime
+    import onnxruntime  # optional: the "export" extra
+
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     image = torch.randn(*input_shape)

@@ -1,0 +1,168 @@
+"""The common part of the lifting and group convolutions: steerable basis buffer, weights, and one (transposed)
+grouped convolution of all scales, with the expanded kernel cached in inference."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from se_monai.bases import BasisSpec
+from se_monai.layers.common import IntOr3, tracing, triple
+from se_monai.ops import channels_last, space_to_depth
+
+__all__ = ["SteerableConv"]
+
+
+class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
+    """Abstract base of :class:`~se_monai.layers.SESConv_Z3_H` and :class:`~se_monai.layers.SESConv_H_H`.
+
+    Holds the buffer ``basis`` ``(F, S, k, k, k)`` of ``spec``, the parameter ``weight`` ``(*weight_shape, F)`` and an
+    optional ``bias`` ``(C',)`` shared across scales. Subclasses define :meth:`expanded_kernel`, the kernels of all
+    scales as one convolution weight with ``groups`` groups.
+
+    Args:
+        in_channels, out_channels: channels (per scale) of input and output.
+        weight_shape: leading shape of ``weight``, e.g. ``(C', C)``.
+        spec: the steerable basis.
+        groups: groups of the convolution (1 for lifting, S for group convolutions).
+        stride, padding, output_padding, transposed, bias: as in ``torch.nn.Conv3d`` / ``ConvTranspose3d``.
+
+    Raises:
+        ValueError: the basis errors of :func:`se_monai.bases.steerable_basis`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        weight_shape: tuple[int, ...],
+        spec: BasisSpec,
+        groups: int,
+        stride: IntOr3,
+        padding: IntOr3,
+        output_padding: IntOr3,
+        transposed: bool,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = spec.kernel_size
+        self.effective_size = spec.effective_size
+        self.scales = list(spec.scales)
+        self.num_scales = spec.num_scales
+        self.basis_type = spec.basis_type
+        self.groups = int(groups)
+        self.stride = triple(stride)
+        self.padding = triple(padding)
+        self.output_padding = triple(output_padding)
+        self.transposed = bool(transposed)
+        basis = spec.build()
+        self.register_buffer("basis", basis)
+        self.num_funcs = int(basis.shape[0])
+        self.weight = nn.Parameter(torch.empty(*weight_shape, self.num_funcs))
+        # inference cache of the prepared kernel: (key of weight and basis versions, kernel); see _kernel
+        self._kernel_cache: tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor] | None
+        self._kernel_cache = None
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform weights (as the paper's code and torch's convolutions), zero bias."""
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @abc.abstractmethod
+    def expanded_kernel(self) -> torch.Tensor:
+        """Kernels of all scales as one (grouped) Conv3d weight, output channels of scale i in block i."""
+
+    def _kernel(self, blocked: bool) -> torch.Tensor:
+        """The expanded kernel, channels-last (``blocked``: in space-to-depth form); in inference (no autograd)
+        cached until the weights change.
+
+        The cache is keyed on the version counters and storage of ``weight`` and ``basis``, so an optimiser step,
+        ``load_state_dict`` or ``.to()`` invalidates it. TorchScript, tracing and export recompute it on every call.
+        """
+        if torch.jit.is_scripting():
+            return self.expanded_kernel().contiguous(memory_format=torch.channels_last_3d)
+        if torch.is_grad_enabled() or tracing():
+            return self._prepared_kernel(blocked)
+        key = (
+            self.weight._version,
+            self.weight.data_ptr(),
+            self.basis._version,
+            self.basis.data_ptr(),
+            self.weight.dtype,
+            self.weight.device,
+            blocked,
+        )
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, self._prepared_kernel(blocked))
+        return self._kernel_cache[1]
+
+    def _prepared_kernel(self, blocked: bool) -> torch.Tensor:
+        kernel = self.expanded_kernel()
+        if blocked:
+            kernel = space_to_depth.blocked_kernel(kernel, self.groups)
+        return kernel.contiguous(memory_format=torch.channels_last_3d)
+
+    def _blocked(self, x: torch.Tensor) -> bool:
+        """Whether this call runs in space-to-depth form (:mod:`se_monai.ops.space_to_depth`)."""
+        k = self.kernel_size
+        if self.transposed or self.stride != (1, 1, 1) or self.padding != ((k - 1) // 2,) * 3:
+            return False
+        per_group_out = self.num_scales * self.out_channels // self.groups
+        return space_to_depth.worth_blocking(x, k, x.shape[1] // self.groups, per_group_out)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
+
+        ``x`` is ``(B, G * C_in, D, H, W)`` with scale-major channel blocks, convolved with :meth:`expanded_kernel`
+        (``(S * C', G', k, k, k)``, the output channels of scale i in block i; G = 1 group for the lifting
+        convolution, S for group convolutions). Input and kernel go channels-last, which oneDNN convolves fastest on
+        CPU, and stride-1 convolutions with few channels per group run in space-to-depth form (measurements:
+        docs/performance.md). The result is a view whose memory order is ``(B, D', H', W', S, C')``; the next layer
+        takes it without a copy.
+        """
+        bias = self.bias.repeat(self.num_scales) if self.bias is not None else None  # shared across scales
+        if torch.jit.is_scripting():
+            return self._direct_conv(x, self._kernel(False), bias)
+        if self._blocked(x):
+            return self._to_group(space_to_depth.blocked_conv3d(x, self._kernel(True), bias, self.groups))
+        return self._direct_conv(x, self._kernel(False), bias)
+
+    def _direct_conv(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.transposed:
+            # the bias of a transposed convolution is added after it, outside oneDNN (docs/performance.md)
+            y = F.conv_transpose3d(x, kernel, None, self.stride, self.padding, self.output_padding, self.groups)
+        else:
+            y = F.conv3d(x, kernel, bias, self.stride, self.padding, 1, self.groups)
+        return self._to_group(y)
+
+    def _to_group(self, y: torch.Tensor) -> torch.Tensor:
+        """Channels-last convolution output ``(B, S * C', D, H, W)`` as ``(B, C', S, D, H, W)`` (a view), plus the
+        bias of a transposed convolution."""
+        b, _, d, h, w = y.shape
+        rows = y.permute(0, 2, 3, 4, 1).reshape(-1, self.out_channels)  # (B D H W S, C'), a view when channels-last
+        if self.transposed and self.bias is not None:
+            if torch.jit.is_scripting():
+                rows = rows + self.bias
+            else:
+                rows = channels_last.add_bias(rows, self.bias)
+        return rows.view(b, d, h, w, self.num_scales, self.out_channels).permute(0, 5, 4, 1, 2, 3)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}->{self.out_channels}, scales={[round(s, 3) for s in self.scales]}, "
+            f"kernel_size={self.kernel_size}, effective_size={self.effective_size}, basis={self.basis_type}, "
+            f"stride={self.stride}, padding={self.padding}, transposed={self.transposed}"
+        )
