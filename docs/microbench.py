@@ -60,22 +60,29 @@ def grouped_small_channels() -> None:
     dense = torch.block_diag(*[torch.ones(3, 3)] * 4)[:, :, None, None, None] * kernel.repeat(1, 4, 1, 1, 1)
     dense = dense.contiguous(memory_format=CL).requires_grad_()
     folded = x.detach().reshape(4, 3, 64, 64, 64).contiguous(memory_format=CL).requires_grad_()
-    compare("group convolution 3 -> 3 channels x 4 scales, 64^3, kernel 5", {
-        "direct grouped conv3d, channels-last": lambda: F.conv3d(x, direct, None, 1, 2, 1, 4),
-        "space-to-depth form (24 -> 24 x 4, 32^3, kernel 3)": lambda: space_to_depth.blocked_conv3d(
-            x, blocked, None, 4),
-        "dense block-diagonal 12 -> 12": lambda: F.conv3d(x, dense, None, 1, 2),
-        "scales in the batch, all 4 kernels each": lambda: F.conv3d(folded, direct, None, 1, 2),
-    })
+    compare(
+        "group convolution 3 -> 3 channels x 4 scales, 64^3, kernel 5",
+        {
+            "direct grouped conv3d, channels-last": lambda: F.conv3d(x, direct, None, 1, 2, 1, 4),
+            "space-to-depth form (24 -> 24 x 4, 32^3, kernel 3)": lambda: space_to_depth.blocked_conv3d(
+                x, blocked, None, 4
+            ),
+            "dense block-diagonal 12 -> 12": lambda: F.conv3d(x, dense, None, 1, 2),
+            "scales in the batch, all 4 kernels each": lambda: F.conv3d(folded, direct, None, 1, 2),
+        },
+    )
     compare("space-to-depth rearrangement of that input", permuted)
     x8 = torch.randn(1, 32, 16, 16, 16).contiguous(memory_format=CL).requires_grad_()
     kernel8 = torch.randn(32, 8, 5, 5, 5)
     direct8 = kernel8.contiguous(memory_format=CL).requires_grad_()
     blocked8 = space_to_depth.blocked_kernel(kernel8, 4).contiguous(memory_format=CL).requires_grad_()
-    compare("group convolution 8 -> 8 channels x 4 scales, 16^3, kernel 5 (above the blocking threshold)", {
-        "direct grouped conv3d, channels-last": lambda: F.conv3d(x8, direct8, None, 1, 2, 1, 4),
-        "space-to-depth form": lambda: space_to_depth.blocked_conv3d(x8, blocked8, None, 4),
-    })
+    compare(
+        "group convolution 8 -> 8 channels x 4 scales, 16^3, kernel 5 (above the blocking threshold)",
+        {
+            "direct grouped conv3d, channels-last": lambda: F.conv3d(x8, direct8, None, 1, 2, 1, 4),
+            "space-to-depth form": lambda: space_to_depth.blocked_conv3d(x8, blocked8, None, 4),
+        },
+    )
 
 
 def transposed_bias() -> None:
@@ -83,11 +90,16 @@ def transposed_bias() -> None:
     x = torch.randn(1, 32, 32, 32, 32).contiguous(memory_format=CL)
     kernel = torch.randn(32, 3, 5, 5, 5).contiguous(memory_format=CL)
     bias = torch.randn(12)
-    compare("transposed group convolution 8 -> 3 x 4 scales, 32^3 -> 64^3", {
-        "bias fused into conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, bias, 2, 2, 1, 4),
-        "bias added after conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, None, 2, 2, 1, 4)
-        + bias.view(1, -1, 1, 1, 1),
-    }, backward=False)
+    compare(
+        "transposed group convolution 8 -> 3 x 4 scales, 32^3 -> 64^3",
+        {
+            "bias fused into conv_transpose3d": lambda: F.conv_transpose3d(x, kernel, bias, 2, 2, 1, 4),
+            "bias added after conv_transpose3d": lambda: (
+                F.conv_transpose3d(x, kernel, None, 2, 2, 1, 4) + bias.view(1, -1, 1, 1, 1)
+            ),
+        },
+        backward=False,
+    )
 
 
 def batch_norm_chain() -> None:
@@ -110,10 +122,13 @@ def batch_norm_chain() -> None:
         y, _, _ = channels_last.batch_norm(channels_last.channel_matrix(x), weight, bias, 1e-5)
         return y.view(1, 64, 64, 64, 4, 3).permute(0, 5, 4, 1, 2, 3)
 
-    compare("batch norm (batch statistics) + SiLU, 3 channels x 4 scales at 64^3", {
-        "torch.nn.functional.batch_norm": chain(torch_norm),
-        "se_monai.ops.channels_last.batch_norm": chain(layout_norm),
-    })
+    compare(
+        "batch norm (batch statistics) + SiLU, 3 channels x 4 scales at 64^3",
+        {
+            "torch.nn.functional.batch_norm": chain(torch_norm),
+            "se_monai.ops.channels_last.batch_norm": chain(layout_norm),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,11 @@ def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) 
     """
     root = resolve_bundle_dir(bundle_dir)
     run_bundle(
-        ["train.json", "evaluate.json"], bundle_dir=root, workflow_type="infer", dataset_dir=str(dataset_dir), **overrides
+        ["train.json", "evaluate.json"],
+        bundle_dir=root,
+        workflow_type="infer",
+        dataset_dir=str(dataset_dir),
+        **overrides,
     )
 
 
@@ -232,7 +236,11 @@ def fit_basis(
 
 
 def experiment(
-    config: str, output_dir: str | None = None, dataset_dir: str | None = None, plots: bool = True, progress: bool = True
+    config: str,
+    output_dir: str | None = None,
+    dataset_dir: str | None = None,
+    plots: bool = True,
+    progress: bool = True,
 ) -> str:
     """Run an experiment config (configs/scale_generalisation.json): train and test every arm, size and seed.
 

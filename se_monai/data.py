@@ -55,7 +55,9 @@ def icbm152_paths() -> dict[str, Path]:
     try:
         root = Path(str(resources.files("nilearn.datasets") / "data"))
     except ModuleNotFoundError as err:
-        raise FileNotFoundError("nilearn is not installed; it ships the ICBM152 template (pip install nilearn)") from err
+        raise FileNotFoundError(
+            "nilearn is not installed; it ships the ICBM152 template (pip install nilearn)"
+        ) from err
     paths = {key: root / _TEMPLATE.format(key) for key in ("t1", "gm", "wm")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
@@ -86,9 +88,7 @@ def load_icbm152() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return t1, gm, wm, images["t1"].affine
 
 
-def synthesis_transform(
-    rescale_range: tuple[float, float] = (0.85, 1.15), seed: int = 0
-) -> mt.Compose:
+def synthesis_transform(rescale_range: tuple[float, float] = (0.85, 1.15), seed: int = 0) -> mt.Compose:
     """MONAI transform that makes one synthetic subject from ``{"image": (3, D, H, W)}`` = (T1, p_gm, p_wm).
 
     Geometry (all three channels, trilinear): a random smooth elastic deformation (displacement sigma 8-10
@@ -99,11 +99,23 @@ def synthesis_transform(
     geometry = mt.Compose(
         [
             mt.Rand3DElasticd(
-                keys="image", sigma_range=(8, 10), magnitude_range=(60, 120), prob=1.0, rotate_range=(0.1,) * 3,
-                mode="bilinear", padding_mode="zeros",
+                keys="image",
+                sigma_range=(8, 10),
+                magnitude_range=(60, 120),
+                prob=1.0,
+                rotate_range=(0.1,) * 3,
+                mode="bilinear",
+                padding_mode="zeros",
             ),
-            mt.RandZoomd(keys="image", prob=1.0, min_zoom=rescale_range[0], max_zoom=rescale_range[1],
-                         mode="trilinear", keep_size=True, padding_mode="constant"),
+            mt.RandZoomd(
+                keys="image",
+                prob=1.0,
+                min_zoom=rescale_range[0],
+                max_zoom=rescale_range[1],
+                mode="trilinear",
+                keep_size=True,
+                padding_mode="constant",
+            ),
         ]
     )
     intensity = mt.Compose(

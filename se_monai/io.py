@@ -80,7 +80,9 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
     try:
         data = np.asanyarray(image.dataobj)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
-        raise InputError(f"{path}: corrupt or truncated NIfTI data ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise InputError(
+            f"{path}: corrupt or truncated NIfTI data ({type(err).__name__}: {err})".splitlines()[0]
+        ) from err
     if not np.isfinite(data).all():
         raise InputError(f"{path}: contains NaN or infinite values")
     return shape[:3]  # type: ignore[return-value]

@@ -59,7 +59,7 @@ def label_dice(prediction: Any, reference: Any, labels: dict[str, int]) -> dict[
 def _central(x: torch.Tensor, crop: float) -> torch.Tensor:
     slices = []
     for n in x.shape[-3:]:
-        margin = int(round(n * (1.0 - crop) / 2))
+        margin = round(n * (1.0 - crop) / 2)
         slices.append(slice(margin, n - margin))
     return x[(..., *slices)]
 

@@ -49,13 +49,18 @@ def basis_function(orders: tuple[int, int, int], sigma: float, size: int, suppor
     return out
 
 
-def reference_basis(kernel_size, scales, effective_size, basis_type="single", kernel_padding=True,
-                    max_order=4, mult=1.2) -> torch.Tensor:
+def reference_basis(
+    kernel_size, scales, effective_size, basis_type="single", kernel_padding=True, max_order=4, mult=1.2
+) -> torch.Tensor:
     """The basis ``(F, S, k, k, k)`` from the formula, enumerated and normalised as in the paper's code."""
     num_funcs = effective_size**3
     if basis_type == "single":
-        specs = [((a, b, c), 1.0) for a in range(effective_size) for b in range(effective_size)
-                 for c in range(effective_size)]
+        specs = [
+            ((a, b, c), 1.0)
+            for a in range(effective_size)
+            for b in range(effective_size)
+            for c in range(effective_size)
+        ]
     else:
         specs, j = [], 0
         while len(specs) < num_funcs:
@@ -82,8 +87,9 @@ def lifting_conv(x, weight, basis, bias=None, stride=1, padding=0, transposed=Fa
     kernel = (weight @ basis.reshape(nf, -1)).reshape(cout, cin, s, k, k, k)
     kernel = kernel.permute(0, 2, 1, 3, 4, 5).contiguous().reshape(cout * s, cin, k, k, k)
     if transposed:
-        y = F.conv_transpose3d(x, kernel.permute(1, 0, 2, 3, 4), stride=stride, padding=padding,
-                               output_padding=output_padding)
+        y = F.conv_transpose3d(
+            x, kernel.permute(1, 0, 2, 3, 4), stride=stride, padding=padding, output_padding=output_padding
+        )
     else:
         y = F.conv3d(x, kernel, stride=stride, padding=padding)
     y = y.reshape(y.shape[0], cout, s, *y.shape[2:])
@@ -106,8 +112,9 @@ def group_conv(x, weight, basis, bias=None, stride=1, padding=0, transposed=Fals
         if transposed:
             kj = kernel.reshape(s, cout, cin, scale_size, k, k, k).permute(0, 2, 1, 3, 4, 5, 6).contiguous()
             kj = kj.reshape(s * cin, cout, scale_size, k, k, k)[:, :, j]
-            out = out + F.conv_transpose3d(xj, kj, stride=stride, padding=padding, output_padding=output_padding,
-                                           groups=s)
+            out = out + F.conv_transpose3d(
+                xj, kj, stride=stride, padding=padding, output_padding=output_padding, groups=s
+            )
         else:
             out = out + F.conv3d(xj, kernel[:, :, j], stride=stride, padding=padding, groups=s)
     b = out.shape[0]
@@ -128,19 +135,23 @@ def batch_norm(x, weight, bias, eps=1e-5, mean=None, var=None):
         mean = x.mean(dim=dims)
         var = x.var(dim=dims, unbiased=False)
     shape = (1, -1, 1, 1, 1, 1)
-    return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * weight.reshape(shape) + bias.reshape(shape)
+    return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * weight.reshape(shape) + bias.reshape(
+        shape
+    )
 
 
 class _ReferenceLifting(layers.SESConv_Z3_H):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lifting_conv(x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed,
-                            self.output_padding)
+        return lifting_conv(
+            x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed, self.output_padding
+        )
 
 
 class _ReferenceGroup(layers.SESConv_H_H):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_conv(x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed,
-                          self.output_padding)
+        return group_conv(
+            x, self.weight, self.basis, self.bias, self.stride, self.padding, self.transposed, self.output_padding
+        )
 
 
 class _Reference1x1(layers.SESConv_H_H_1x1):

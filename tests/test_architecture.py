@@ -74,7 +74,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node], _ = 1, path.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                return path[path.index(target) :] + [target]
+                return [*path[path.index(target) :], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[node], _ = 2, path.pop()
@@ -87,8 +87,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def layer(name: str) -> int:
-    matches = [(len(prefix), rank) for rank, group in enumerate(LAYERS) for prefix in group
-               if name == prefix or name.startswith(prefix + ".")]  # fmt: skip
+    matches = [
+        (len(prefix), rank)
+        for rank, group in enumerate(LAYERS)
+        for prefix in group
+        if name == prefix or name.startswith(prefix + ".")
+    ]
     assert matches, f"{name} belongs to no layer of docs/architecture.md"
     return max(matches)[1]
 
@@ -105,8 +109,12 @@ def test_import_graph_has_no_cycle():
 
 
 def test_imports_go_only_downward():
-    upward = [f"{name} -> {target}" for name, targets in import_graph().items() for target in targets
-              if layer(target) > layer(name)]  # fmt: skip
+    upward = [
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if layer(target) > layer(name)
+    ]
     assert upward == []
 
 
@@ -118,8 +126,11 @@ def test_imports_sit_at_module_top():
         top = {id(node) for node in tree.body}
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
-                roots = {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import) else {
-                    (node.module or "").split(".")[0]}  # fmt: skip
+                roots = (
+                    {alias.name.split(".")[0] for alias in node.names}
+                    if isinstance(node, ast.Import)
+                    else {(node.module or "").split(".")[0]}
+                )
                 if not roots <= set(LAZY_IMPORTS):
                     late.append(f"{name}:{node.lineno}")
     assert late == []
@@ -132,21 +143,26 @@ def code_lines(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -
     if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
         docstring = set(range(first.lineno, first.end_lineno + 1))
     start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-    return sum(1 for n in range(start, node.end_lineno + 1)
-               if n not in docstring and lines[n - 1].strip() and not lines[n - 1].strip().startswith("#"))  # fmt: skip
+    return sum(
+        1
+        for n in range(start, node.end_lineno + 1)
+        if n not in docstring and lines[n - 1].strip() and not lines[n - 1].strip().startswith("#")
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_modules_and_functions_are_small(name):
     lines = MODULES[name].read_text().splitlines()
     assert len(lines) <= MAX_MODULE_LINES
-    long = [(node.name, code_lines(lines, node)) for node in ast.walk(ast.parse("\n".join(lines)))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(lines, node) > MAX_FUNCTION_LINES]  # fmt: skip
+    long = [
+        (node.name, code_lines(lines, node))
+        for node in ast.walk(ast.parse("\n".join(lines)))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(lines, node) > MAX_FUNCTION_LINES
+    ]
     assert long == []
 
 
 def test_architecture_doc_names_every_module():
     text = ARCHITECTURE.read_text()
-    missing = [name for name, path in MODULES.items()
-               if f"`{path.relative_to(PACKAGE.parent).as_posix()}`" not in text]  # fmt: skip
+    missing = [name for name, path in MODULES.items() if f"`{path.relative_to(PACKAGE.parent).as_posix()}`" not in text]
     assert missing == []

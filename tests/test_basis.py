@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from se_monai.reference import reference_basis
 from se_monai.bases import steerable_basis
+from se_monai.reference import reference_basis
 
 SCALES = [1.0, 0.9, 0.81, 0.729]
 

@@ -32,14 +32,32 @@ def test_volume_inference_keeps_shape_and_reports_memory():
 
 
 def test_cli_json_and_bad_size():
-    done = subprocess.run([sys.executable, "-m", "se_monai.cli", "bench", "--size", "16", "--repeats", "1",
-                           "--layers", "False", "--volume", "False", "--json"], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "se_monai.cli",
+            "bench",
+            "--size",
+            "16",
+            "--repeats",
+            "1",
+            "--layers",
+            "False",
+            "--volume",
+            "False",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["config"]["size"] == 16 and "ratios" in report
-    bad = subprocess.run([sys.executable, "-m", "se_monai.cli", "bench", "--size", "30"], capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "se_monai.cli", "bench", "--size", "30"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "divisible by 8" in bad.stderr
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
-
 from helpers import write_crops
+
 from se_monai.bases import steerable_basis
 from se_monai.workflows import default_bundle_dir, run_bundle
 
@@ -29,23 +28,46 @@ SHORT = {
 
 
 def test_bundle_layout():
-    for name in ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
-                 "configs/logging.conf", "docs/README.md", "LICENSE"]:
+    for name in [
+        "configs/metadata.json",
+        "configs/train.json",
+        "configs/evaluate.json",
+        "configs/inference.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+    ]:
         assert (BUNDLE / name).is_file(), name
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
-    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "other", "1": "grey matter",
-                                                                              "2": "white matter"}
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "other",
+        "1": "grey matter",
+        "2": "white matter",
+    }
     inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
-    for key in ["network_def", "network", "preprocessing", "postprocessing", "inferer", "dataset_dir", "output_dir",
-                "bundle_root"]:
+    for key in [
+        "network_def",
+        "network",
+        "preprocessing",
+        "postprocessing",
+        "inferer",
+        "dataset_dir",
+        "output_dir",
+        "bundle_root",
+    ]:
         assert key in inference, key
 
 
 def test_train_then_evaluate(icbm_dataset, tmp_path):
     ckpt_dir = tmp_path / "models"
-    workflow = run_bundle(["train.json"], dataset_dir=str(icbm_dataset), ckpt_dir=str(ckpt_dir),
-                          output_dir=str(tmp_path / "eval"), **SHORT)
+    workflow = run_bundle(
+        ["train.json"],
+        dataset_dir=str(icbm_dataset),
+        ckpt_dir=str(ckpt_dir),
+        output_dir=str(tmp_path / "eval"),
+        **SHORT,
+    )
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
     assert (ckpt_dir / "model.pt").is_file()
@@ -53,8 +75,13 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
     state = torch.load(ckpt_dir / "model.pt", map_location="cpu")
     assert any(k.endswith("basis") for k in state)
 
-    run_bundle(["train.json", "evaluate.json"], workflow_type="infer", dataset_dir=str(icbm_dataset),
-               ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "eval"))
+    run_bundle(
+        ["train.json", "evaluate.json"],
+        workflow_type="infer",
+        dataset_dir=str(icbm_dataset),
+        ckpt_dir=str(ckpt_dir),
+        output_dir=str(tmp_path / "eval"),
+    )
     with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["filename", "class0", "class1", "mean"]  # grey and white matter (background excluded)
@@ -65,8 +92,18 @@ def test_monai_bundle_run_segments_a_folder(tmp_path):
     crops = write_crops(tmp_path / "images")
     out = tmp_path / "seg"
     # the command of the README, from the repository root, without --bundle_root
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundle/configs/inference.json",
-           "--dataset_dir", str(tmp_path / "images"), "--output_dir", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "bundle/configs/inference.json",
+        "--dataset_dir",
+        str(tmp_path / "images"),
+        "--output_dir",
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=BUNDLE.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     for kind in ("ras", "lps", "aniso"):
@@ -79,8 +116,13 @@ def test_monai_bundle_run_segments_a_folder(tmp_path):
 
 def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):
     """SEUNet with basis_type "disco" through the bundle's train.json (a short run)."""
-    workflow = run_bundle(["train.json"], dataset_dir=str(icbm_dataset), ckpt_dir=str(tmp_path / "models"),
-                          output_dir=str(tmp_path / "eval"), **{**SHORT, "network_def#basis_type": "disco"})
+    workflow = run_bundle(
+        ["train.json"],
+        dataset_dir=str(icbm_dataset),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        **{**SHORT, "network_def#basis_type": "disco"},
+    )
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
     network = workflow.parser.get_parsed_content("network")

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import se_monai.reference as ref
-from se_monai.ops import channels_last
 from se_monai.layers import SEBatchNorm
+from se_monai.ops import channels_last
 
-TOL = dict(rtol=1e-4, atol=1e-5)
+TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
 def scale_channels_last(b, c, s, d, h, w, dtype=torch.float32):
@@ -45,7 +45,7 @@ def test_batch_norm_matches_reference_with_gradients(shape):
     upstream = torch.randn_like(expected)
     grads = torch.autograd.grad(y, (x, weight, bias), upstream)
     expected_grads = torch.autograd.grad(expected, (x, weight, bias), upstream)
-    for g, e in zip(grads, expected_grads):
+    for g, e in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
 
 
@@ -58,7 +58,7 @@ def test_batch_norm_gradcheck():
 
 def test_variance_is_exact_far_from_zero_mean():
     matrix = torch.randn(4096, 2) * 0.01 + 1000.0  # a one-pass E[x^2] - E[x]^2 would lose every digit
-    _, mean, var = channels_last.batch_norm(matrix, None, None, 1e-5)
+    _, _mean, var = channels_last.batch_norm(matrix, None, None, 1e-5)
     torch.testing.assert_close(var, matrix.double().var(dim=0, unbiased=False).float(), rtol=1e-3, atol=0)
 
 

@@ -1,7 +1,7 @@
 """``se-monai``: bad inputs get one line and exit 2, never a partial output or a changed input; good input works."""
 
-import hashlib
 import gzip
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from helpers import write_crops
+
 from se_monai.cli import demo
 from se_monai.metrics import label_dice
-
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -54,8 +53,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "not a NIfTI (content)", "not a NIfTI (suffix)", "empty", "corrupt", "2-D", "5-D", "channels",
-     "folder"],
+    [
+        "missing",
+        "not a NIfTI (content)",
+        "not a NIfTI (suffix)",
+        "empty",
+        "corrupt",
+        "2-D",
+        "5-D",
+        "channels",
+        "folder",
+    ],
 )
 def test_bad_input_one_line_exit_2_no_output(tmp_path, case):
     path, message = _bad_inputs(tmp_path)[case]
@@ -75,7 +83,11 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, case):
 
 @pytest.mark.parametrize(
     "output,message",
-    [("good.nii.gz", "would overwrite the input"), ("seg.png", "must end in .nii"), ("nofolder/seg.nii.gz", "does not exist")],
+    [
+        ("good.nii.gz", "would overwrite the input"),
+        ("seg.png", "must end in .nii"),
+        ("nofolder/seg.nii.gz", "does not exist"),
+    ],
 )
 def test_bad_output_path(tmp_path, output, message):
     good = _nifti(tmp_path / "good.nii.gz", (8, 8, 8))

@@ -24,7 +24,7 @@ def test_template_is_found_offline_and_real():
     assert set(paths) == {"t1", "gm", "wm"} and all(p.is_file() for p in paths.values())
     assert t1.shape == gm.shape == wm.shape == (197, 233, 189)
     np.testing.assert_allclose(np.abs(np.diag(affine)[:3]), 1.0)
-    assert 0 <= gm.min() and gm.max() <= 1 and 0 <= wm.min() and wm.max() <= 1
+    assert gm.min() >= 0 and gm.max() <= 1 and wm.min() >= 0 and wm.max() <= 1
     labels = tissue_labels(gm, wm)
     # white matter is brighter than grey matter on T1, which is brighter than CSF inside the brain
     brain = t1 > 0
@@ -41,8 +41,8 @@ def test_tissue_labels_argmax():
 
 def test_synthesis_is_deterministic_and_changes_the_image():
     volume = torch.rand(3, 24, 24, 24) * torch.tensor([200.0, 1.0, 1.0]).reshape(3, 1, 1, 1)
-    geometry_a, intensity_a = synthesis_transform(seed=3).transforms
-    geometry_b, intensity_b = synthesis_transform(seed=3).transforms
+    geometry_a, _ = synthesis_transform(seed=3).transforms
+    geometry_b, _ = synthesis_transform(seed=3).transforms
     geometry_c, _ = synthesis_transform(seed=4).transforms
     a = geometry_a({"image": volume.clone()})["image"]
     b = geometry_b({"image": volume.clone()})["image"]

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,11 +95,31 @@ def test_seunet_with_the_disco_basis_trains():
 
 
 def test_cli_fit_basis_and_equivariance_errors(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "se_monai.cli", "fit-basis", "--kernel_size", "3", "--effective_size",
-                           "2", "--scales", "[1,0.9]", "--output_dir", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "se_monai.cli",
+            "fit-basis",
+            "--kernel_size",
+            "3",
+            "--effective_size",
+            "2",
+            "--scales",
+            "[1,0.9]",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / disco.basis_filename(3, 2, [1.0, 0.9], "cubic")).is_file()
-    bad = subprocess.run([sys.executable, "-m", "se_monai.cli", "equivariance", "--factors", "0.8", "--network",
-                          "False"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "se_monai.cli", "equivariance", "--factors", "0.8", "--network", "False"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not ratio**k" in bad.stderr

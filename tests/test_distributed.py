@@ -2,11 +2,11 @@
 multi_gpu_evaluate.json on two CPU processes (Gloo), as a user would run them on N GPUs (NCCL)."""
 
 import csv
-from collections import Counter
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -17,9 +17,24 @@ BUNDLE = default_bundle_dir()
 
 
 def _torchrun(configs, tmp_path, dataset, **overrides):
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-            "monai.bundle", "run", "--config_file", str(configs), "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"), "--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset)]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(configs),
+        "--meta_file",
+        str(BUNDLE / "configs" / "metadata.json"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--dataset_dir",
+        str(dataset),
+    ]
     for key, value in overrides.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -32,19 +47,39 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
     # each rank saves its initial and final weights; the ranks train on different subjects (DistributedSampler),
     # so only the gradient all-reduce of DistributedDataParallel keeps them equal
     probe = tmp_path / "probe.json"
-    probe.write_text(json.dumps({
-        "+initialize": ["$torch.save({k: v.clone() for k, v in @network_def.state_dict().items()}, "
-                        "os.path.join(@output_dir, f'init{dist.get_rank()}.pt'))"],
-        "finalize": ["$torch.save(@network_def.state_dict(), os.path.join(@output_dir, f'final{dist.get_rank()}.pt'))",
-                     "$dist.destroy_process_group()"],
-    }))
+    probe.write_text(
+        json.dumps(
+            {
+                "+initialize": [
+                    "$torch.save({k: v.clone() for k, v in @network_def.state_dict().items()}, "
+                    "os.path.join(@output_dir, f'init{dist.get_rank()}.pt'))"
+                ],
+                "finalize": [
+                    "$torch.save(@network_def.state_dict(), os.path.join(@output_dir, f'final{dist.get_rank()}.pt'))",
+                    "$dist.destroy_process_group()",
+                ],
+            }
+        )
+    )
     configs = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json"), str(probe)]
     ckpt, out = tmp_path / "models", tmp_path / "eval"
     out.mkdir()
-    done = _torchrun(configs, tmp_path, icbm_dataset, ckpt_dir=str(ckpt), output_dir=str(out), epochs=2,
-                     val_interval=1, patch_size=[32, 32, 32], num_samples=1, num_workers=0, num_val=0,
-                     train_datalist="$@datalist", val_datalist="$@datalist",
-                     **{"validate#inferer#roi_size": [128, 128, 128]})
+    done = _torchrun(
+        configs,
+        tmp_path,
+        icbm_dataset,
+        ckpt_dir=str(ckpt),
+        output_dir=str(out),
+        epochs=2,
+        val_interval=1,
+        patch_size=[32, 32, 32],
+        num_samples=1,
+        num_workers=0,
+        num_val=0,
+        train_datalist="$@datalist",
+        val_datalist="$@datalist",
+        **{"validate#inferer#roi_size": [128, 128, 128]},
+    )
     init0, init1 = (torch.load(out / f"init{r}.pt") for r in (0, 1))
     final0, final1 = (torch.load(out / f"final{r}.pt") for r in (0, 1))
     assert set(final0) == set(final1)
@@ -60,8 +95,11 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
     for key in final0:
         torch.testing.assert_close(saved[key], final0[key], rtol=0, atol=0)
     # the validation metric is reduced over the ranks (one subject each): both ranks' evaluators log the same values
-    best = Counter(line.split("val_mean_dice: ")[1] for line in (done.stdout + done.stderr).splitlines()
-                   if "Got new best metric of val_mean_dice" in line)
+    best = Counter(
+        line.split("val_mean_dice: ")[1]
+        for line in (done.stdout + done.stderr).splitlines()
+        if "Got new best metric of val_mean_dice" in line
+    )
     assert best and all(count == 2 for count in best.values()), best
 
 
@@ -72,8 +110,16 @@ def test_two_process_evaluation_writes_metrics_once(icbm_dataset, tmp_path):
     (ckpt / "model.pt").symlink_to(BUNDLE / "models" / "model.pt")
     configs = [str(BUNDLE / "configs" / f) for f in ("train.json", "evaluate.json", "multi_gpu_evaluate.json")]
     out = tmp_path / "eval"
-    _torchrun(configs, tmp_path, icbm_dataset, ckpt_dir=str(ckpt), output_dir=str(out), num_workers=0,
-              test_datalist="$@datalist", **{"validate#inferer#roi_size": [128, 128, 128]})
+    _torchrun(
+        configs,
+        tmp_path,
+        icbm_dataset,
+        ckpt_dir=str(ckpt),
+        output_dir=str(out),
+        num_workers=0,
+        test_datalist="$@datalist",
+        **{"validate#inferer#roi_size": [128, 128, 128]},
+    )
     with open(out / "val_mean_dice_raw.csv") as handle:
         rows = list(csv.reader(handle))
     # both ranks' images, gathered into one file on rank 0

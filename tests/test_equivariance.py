@@ -12,22 +12,32 @@ import torch
 import torch.nn as nn
 
 from se_monai import metrics
-from se_monai.ops import resample
 from se_monai.layers import SESConv_H_H, SESConv_Z3_H
+from se_monai.ops import resample
 
 SCALES = [0.9**i for i in range(4)]
 
 
 def se_stack(kernel_size, basis_type, scales=SCALES, activation=nn.ReLU, channels=4):
-    geometry = dict(kernel_size=kernel_size, effective_size=3, scales=scales, padding=kernel_size // 2,
-                    basis_type=basis_type, kernel_padding=False)
-    return nn.Sequential(SESConv_Z3_H(1, channels, **geometry), activation(),
-                         SESConv_H_H(channels, channels, **geometry))
+    geometry = {
+        "kernel_size": kernel_size,
+        "effective_size": 3,
+        "scales": scales,
+        "padding": kernel_size // 2,
+        "basis_type": basis_type,
+        "kernel_padding": False,
+    }
+    return nn.Sequential(
+        SESConv_Z3_H(1, channels, **geometry), activation(), SESConv_H_H(channels, channels, **geometry)
+    )
 
 
 def cnn_stack(kernel_size, channels=4):
-    return nn.Sequential(nn.Conv3d(1, channels, kernel_size, padding=kernel_size // 2, bias=False), nn.ReLU(),
-                         nn.Conv3d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False))
+    return nn.Sequential(
+        nn.Conv3d(1, channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.ReLU(),
+        nn.Conv3d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False),
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -63,8 +73,10 @@ def test_optimised_basis_error_at_most_a_third_of_hermite(kernel_size, factor, s
     for basis_type in ("single", "disco"):
         torch.manual_seed(4)  # the same random weights for both bases
         model = se_stack(kernel_size, basis_type, activation=nn.SiLU)
-        errors[basis_type] = (metrics.scale_shift_error(model[0], f, factor, shift, "cubic"),
-                              metrics.scale_shift_error(model, f, factor, shift, "cubic"))
+        errors[basis_type] = (
+            metrics.scale_shift_error(model[0], f, factor, shift, "cubic"),
+            metrics.scale_shift_error(model, f, factor, shift, "cubic"),
+        )
     print(f"k {kernel_size} rescale {factor}: Hermite (layer, stack) {errors['single']}, disco {errors['disco']}")
     for layer_or_stack in (0, 1):
         assert errors["disco"][layer_or_stack] <= errors["single"][layer_or_stack] / 3
@@ -85,7 +97,10 @@ def test_rescale_operators_follow_the_voxel_grid():
     """Each interpolation samples voxel p of the output at (p + 0.5) / factor - 0.5 of the input."""
     n, factor = 40, 0.9
     coords = torch.arange(n, dtype=torch.float64)
-    wave = lambda z: torch.sin(0.3 * z)  # noqa: E731
+
+    def wave(z):
+        return torch.sin(0.3 * z)
+
     volume = (wave(coords)[:, None, None] * torch.ones(1, n, n, dtype=torch.float64))[None, None]
     m = math.floor(n * factor)
     expected = wave((torch.arange(m, dtype=torch.float64) + 0.5) / factor - 0.5)

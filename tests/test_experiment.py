@@ -31,7 +31,7 @@ def test_shipped_configs_load_and_plan():
     assert len(runs) == expected == len({r["name"] for r in runs})
     # a complete first pass (first seed of every size, smallest first) before any repeat
     first_pass = len(full["train_sizes"]) * len(full["arms"])
-    assert [r["train_size"] for r in runs[:first_pass:len(full["arms"])]] == sorted(full["train_sizes"])
+    assert [r["train_size"] for r in runs[: first_pass : len(full["arms"])]] == sorted(full["train_sizes"])
     assert all(r["seed"] == 0 for r in runs[:first_pass])
     assert experiment.load_config(QUICK)["train_sizes"] == [1]
 
@@ -64,10 +64,13 @@ def test_bad_config_is_one_line_naming_the_file(tmp_path, content, problem):
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     path = tmp_path / "exp.json"
     path.write_text('{"name": "x"}')
-    done = subprocess.run([sys.executable, "-m", "se_monai.cli", "experiment", str(path)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "se_monai.cli", "experiment", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"se-monai: error: {path}: missing {', '.join(experiment.REQUIRED[1:])}"]
+    assert done.stderr.strip().splitlines() == [
+        f"se-monai: error: {path}: missing {', '.join(experiment.REQUIRED[1:])}"
+    ]
 
 
 def test_prepare_test_scales_keeps_voxels_and_labels(tmp_path):
@@ -99,13 +102,32 @@ def test_prepare_test_scales_keeps_voxels_and_labels(tmp_path):
 
 def _fake_results():
     results = []
-    for arm, network, aug, base in (("seunet_mean", "seunet_mean", False, 0.8), ("unet_paper_aug", "unet_paper", True, 0.6)):
+    for arm, network, aug, base in (
+        ("seunet_mean", "seunet_mean", False, 0.8),
+        ("unet_paper_aug", "unet_paper", True, 0.6),
+    ):
         for size in (2, 5):
             for seed in (0, 1):
-                dice = {f"t1 {s:g}": {"grey matter": base - 0.1 * (1 - s), "white matter": base, "mean":
-                                      base - 0.05 * (1 - s) + 0.01 * seed + 0.02 * size} for s in (0.7, 1.0)}
-                results.append({"arm": arm, "network": network, "model": network, "augment": aug, "train_size": size,
-                                "seed": seed, "dice": dice, "train_seconds": 1.0})
+                dice = {
+                    f"t1 {s:g}": {
+                        "grey matter": base - 0.1 * (1 - s),
+                        "white matter": base,
+                        "mean": base - 0.05 * (1 - s) + 0.01 * seed + 0.02 * size,
+                    }
+                    for s in (0.7, 1.0)
+                }
+                results.append(
+                    {
+                        "arm": arm,
+                        "network": network,
+                        "model": network,
+                        "augment": aug,
+                        "train_size": size,
+                        "seed": seed,
+                        "dice": dice,
+                        "train_seconds": 1.0,
+                    }
+                )
     return results
 
 
@@ -124,8 +146,11 @@ def test_summarise_averages_seeds_and_reports_spread():
 
 def test_plots_are_written(tmp_path):
     written = plots.plot_results(_fake_results(), tmp_path)
-    assert [p.name for p in written] == ["dice_vs_train_size.png", "dice_vs_test_scale.png",
-                                         "dice_vs_test_scale_smallest.png"]
+    assert [p.name for p in written] == [
+        "dice_vs_train_size.png",
+        "dice_vs_test_scale.png",
+        "dice_vs_test_scale_smallest.png",
+    ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert plots.plot_results([], tmp_path / "none") == []
@@ -148,8 +173,9 @@ def test_quick_config_runs_resumes_and_plots(tmp_path, icbm_dataset):
     from se_monai.cli import main
 
     out = tmp_path / "quick"
-    main(["experiment", str(QUICK), "--output_dir", str(out), "--dataset_dir", str(icbm_dataset), "--progress",
-          "False"])
+    main(
+        ["experiment", str(QUICK), "--output_dir", str(out), "--dataset_dir", str(icbm_dataset), "--progress", "False"]
+    )
     config = experiment.load_config(QUICK)
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -166,8 +192,20 @@ def test_quick_config_runs_resumes_and_plots(tmp_path, icbm_dataset):
     # resumable: finished runs are not repeated
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert len(stamps) == len(config["arms"])
-    main(["experiment", str(QUICK), "--output_dir", str(out), "--dataset_dir", str(icbm_dataset), "--progress",
-          "False", "--plots", "False"])
+    main(
+        [
+            "experiment",
+            str(QUICK),
+            "--output_dir",
+            str(out),
+            "--dataset_dir",
+            str(icbm_dataset),
+            "--progress",
+            "False",
+            "--plots",
+            "False",
+        ]
+    )
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     # an overlay of two arms' predictions on the rescaled real T1
     arms = list(config["arms"])[:2]  # SE-U-Net and the matched UNet

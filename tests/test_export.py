@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from helpers import write_crops
+
 from se_monai.apps import export
 from se_monai.workflows import default_bundle_dir, load_bundle_network
 
@@ -30,9 +30,23 @@ def _outputs_match(module, reference, shape):
 
 def test_ckpt_export_torchscript_matches_eager(tmp_path, eager):
     target = tmp_path / "model.ts"
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(target),
-           "--ckpt_file", str(BUNDLE / "models" / "model.pt"), "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--config_file", str(BUNDLE / "configs" / "inference.json"), "--bundle_root", str(BUNDLE)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(target),
+        "--ckpt_file",
+        str(BUNDLE / "models" / "model.pt"),
+        "--meta_file",
+        str(BUNDLE / "configs" / "metadata.json"),
+        "--config_file",
+        str(BUNDLE / "configs" / "inference.json"),
+        "--bundle_root",
+        str(BUNDLE),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     scripted = torch.jit.load(str(target)).eval()
@@ -50,9 +64,22 @@ def test_torchscript_inference_config_segments_like_eager(tmp_path):
     labels = {}
     for name, extra in (("eager", []), ("torchscript", ["bundle/configs/inference_torchscript.json"])):
         configs = "[" + ",".join(f"'{c}'" for c in ["bundle/configs/inference.json", *extra]) + "]"
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--meta_file",
-               "bundle/configs/metadata.json", "--bundle_root", "bundle", "--datalist", f"['{crops['ras']}']",
-               "--output_dir", str(tmp_path / name)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            configs,
+            "--meta_file",
+            "bundle/configs/metadata.json",
+            "--bundle_root",
+            "bundle",
+            "--datalist",
+            f"['{crops['ras']}']",
+            "--output_dir",
+            str(tmp_path / name),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=BUNDLE.parent)
         assert done.returncode == 0, done.stderr[-2000:]
         (written,) = (tmp_path / name).glob("*.nii.gz")
@@ -71,7 +98,7 @@ def test_onnx_export_matches_eager_at_several_shapes(tmp_path, eager):
 
 
 def test_onnx_export_rejects_bad_requests(tmp_path, eager):
-    with pytest.raises(ValueError, match="must end in .onnx"):
+    with pytest.raises(ValueError, match=r"must end in \.onnx"):
         export.export_onnx(tmp_path / "model.pt", eager)
     with pytest.raises(ValueError, match="multiples of 8"):
         export.export_onnx(tmp_path / "model.onnx", eager, input_shape=(1, 1, 30, 32, 32))

@@ -17,7 +17,7 @@ from se_monai.layers import (
 )
 
 SCALES = [1.0, 0.9, 0.81]
-TOL = dict(rtol=1e-4, atol=1e-5)
+TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
 def _with_bias(layer):
@@ -31,9 +31,22 @@ def _with_bias(layer):
     "stride,padding,transposed,output_padding", [(1, 2, False, 0), (2, 2, False, 0), (2, 2, True, 1), (1, 0, True, 0)]
 )
 def test_lifting_equals_reference(basis_type, stride, padding, transposed, output_padding):
-    layer = _with_bias(SESConv_Z3_H(2, 3, kernel_size=5, effective_size=2, scales=SCALES, stride=stride,
-                                    padding=padding, bias=True, basis_type=basis_type, transposed=transposed,
-                                    kernel_padding=False, output_padding=output_padding))
+    layer = _with_bias(
+        SESConv_Z3_H(
+            2,
+            3,
+            kernel_size=5,
+            effective_size=2,
+            scales=SCALES,
+            stride=stride,
+            padding=padding,
+            bias=True,
+            basis_type=basis_type,
+            transposed=transposed,
+            kernel_padding=False,
+            output_padding=output_padding,
+        )
+    )
     x = torch.randn(2, 2, 8, 9, 10, requires_grad=True)
     y = layer(x)
     expected = ref.lifting_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
@@ -41,7 +54,7 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
     torch.testing.assert_close(y, expected, **TOL)
     grads = torch.autograd.grad(y.square().sum(), (x, layer.weight))
     expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.weight))
-    for g, e in zip(grads, expected_grads):
+    for g, e in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
 
 
@@ -52,9 +65,23 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, transposed, output_padding, training):
-    layer = _with_bias(SESConv_H_H(3, 2, scale_size=scale_size, kernel_size=3, effective_size=2, scales=SCALES,
-                                   stride=stride, padding=padding, bias=True, basis_type=basis_type,
-                                   transposed=transposed, kernel_padding=False, output_padding=output_padding))
+    layer = _with_bias(
+        SESConv_H_H(
+            3,
+            2,
+            scale_size=scale_size,
+            kernel_size=3,
+            effective_size=2,
+            scales=SCALES,
+            stride=stride,
+            padding=padding,
+            bias=True,
+            basis_type=basis_type,
+            transposed=transposed,
+            kernel_padding=False,
+            output_padding=output_padding,
+        )
+    )
     layer.train(training)
     x = torch.randn(2, 3, len(SCALES), 6, 7, 8, requires_grad=True)
     y = layer(x)
@@ -63,14 +90,15 @@ def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, tr
     torch.testing.assert_close(y, expected, **TOL)
     grads = torch.autograd.grad(y.square().sum(), (x, layer.weight))
     expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.weight))
-    for g, e in zip(grads, expected_grads):
+    for g, e in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
 
 
 def test_group_conv_scale_mixing_semantics():
     """Output scale i sees input scales i..i+scale_size-1, the last scale repeated past the end."""
-    layer = SESConv_H_H(1, 1, scale_size=2, kernel_size=1, effective_size=1, scales=[1.0, 1.0, 1.0], bias=False,
-                        kernel_padding=False)
+    layer = SESConv_H_H(
+        1, 1, scale_size=2, kernel_size=1, effective_size=1, scales=[1.0, 1.0, 1.0], bias=False, kernel_padding=False
+    )
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([1.0, 10.0]).reshape(1, 1, 2, 1))
     x = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1, 1, 1)
@@ -79,8 +107,17 @@ def test_group_conv_scale_mixing_semantics():
 
 
 def test_gradcheck_group_conv():
-    layer = SESConv_H_H(2, 2, scale_size=2, kernel_size=3, effective_size=2, scales=[1.0, 0.8], padding=1,
-                        bias=True, kernel_padding=False).double()
+    layer = SESConv_H_H(
+        2,
+        2,
+        scale_size=2,
+        kernel_size=3,
+        effective_size=2,
+        scales=[1.0, 0.8],
+        padding=1,
+        bias=True,
+        kernel_padding=False,
+    ).double()
     x = torch.randn(1, 2, 2, 4, 4, 4, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda inp, w: layer_call(layer, inp, w), (x, layer.weight))
 
@@ -109,8 +146,9 @@ def test_batch_norm_statistics_shared_across_scales():
     torch.testing.assert_close(norm.running_var, expected_var, **TOL)
     norm.eval()
     y = norm(x)
-    torch.testing.assert_close(y, ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean,
-                                                 var=norm.running_var), **TOL)
+    torch.testing.assert_close(
+        y, ref.batch_norm(x, norm.weight, norm.bias, mean=norm.running_mean, var=norm.running_var), **TOL
+    )
 
 
 def test_instance_norm_per_sample():
@@ -142,8 +180,9 @@ def test_spatial_max_pool_per_scale():
     torch.testing.assert_close(pool(x), expected)
 
 
-@pytest.mark.parametrize("kind,reduce", [("max", lambda x: x.max(2).values), ("mean", lambda x: x.mean(2)),
-                                         ("avg", lambda x: x.mean(2))])
+@pytest.mark.parametrize(
+    "kind,reduce", [("max", lambda x: x.max(2).values), ("mean", lambda x: x.mean(2)), ("avg", lambda x: x.mean(2))]
+)
 def test_projection(kind, reduce):
     x = torch.randn(2, 3, 4, 5, 5, 5)
     torch.testing.assert_close(SESProjection_H_Z3(kind)(x), reduce(x))
@@ -181,8 +220,9 @@ def test_paper_parameter_layout():
 @torch.no_grad()
 def test_inference_kernel_cache_follows_weight_changes():
     """In inference the expanded kernel is cached; an in-place update, load_state_dict or a dtype change must show."""
-    layer = _with_bias(SESConv_H_H(2, 3, kernel_size=3, effective_size=2, scales=SCALES, padding=1, bias=True,
-                                   kernel_padding=False)).eval()
+    layer = _with_bias(
+        SESConv_H_H(2, 3, kernel_size=3, effective_size=2, scales=SCALES, padding=1, bias=True, kernel_padding=False)
+    ).eval()
     x = torch.randn(1, 2, len(SCALES), 5, 6, 7)
 
     def expected():

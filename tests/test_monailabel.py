@@ -13,8 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from helpers import write_crops
+
 from se_monai.data import load_icbm152, tissue_labels
 from se_monai.metrics import label_dice
 from se_monai.workflows import default_bundle_dir
@@ -47,9 +47,13 @@ def server(tmp_path_factory):
     """A MONAI Label server with the monaibundle app, the se-monai bundle as a local bundle, one study."""
     root = tmp_path_factory.mktemp("monailabel")
     app = root / "apps" / "monaibundle"
-    done = subprocess.run(_monailabel_command() + ["apps", "--download", "--name", "monaibundle", "--output",
-                                                   str(root / "apps")], capture_output=True, text=True, timeout=120,
-                          env=_env())
+    done = subprocess.run(
+        [*_monailabel_command(), "apps", "--download", "--name", "monaibundle", "--output", str(root / "apps")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert done.returncode == 0 and (app / "main.py").is_file(), done.stdout + done.stderr
     bundle = default_bundle_dir()
     shutil.copytree(bundle, app / "model" / BUNDLE_NAME, ignore=shutil.ignore_patterns("eval", "logs", "__pycache__"))
@@ -58,36 +62,59 @@ def server(tmp_path_factory):
     studies.mkdir()
     shutil.copy(crops["ras"], studies / "t1_crop.nii.gz")
     port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        _monailabel_command() + ["start_server", "--app", str(app), "--studies", str(studies), "--host", "127.0.0.1",
-                                 "--port", str(port), "--conf", "models", BUNDLE_NAME, "--conf", "zoo_source", "github",
-                                 "--conf", "sam2", "false", "--conf", "skip_trainers", "true"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
-        env=_env(MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="2"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail("monailabel exited:\n" + (root / "server.log").read_text()[-4000:])
-            try:
-                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("monailabel did not answer in 300 s:\n" + (root / "server.log").read_text()[-4000:])
-            time.sleep(2)
-        yield {"url": url, "root": root, "study": studies / "t1_crop.nii.gz"}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [
+                *_monailabel_command(),
+                "start_server",
+                "--app",
+                str(app),
+                "--studies",
+                str(studies),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--conf",
+                "models",
+                BUNDLE_NAME,
+                "--conf",
+                "zoo_source",
+                "github",
+                "--conf",
+                "sam2",
+                "false",
+                "--conf",
+                "skip_trainers",
+                "true",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+            env=_env(MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="2"),
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+            deadline = time.monotonic() + 300
+            while True:
+                if process.poll() is not None:
+                    pytest.fail("monailabel exited:\n" + (root / "server.log").read_text()[-4000:])
+                try:
+                    if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail("monailabel did not answer in 300 s:\n" + (root / "server.log").read_text()[-4000:])
+                time.sleep(2)
+            yield {"url": url, "root": root, "study": studies / "t1_crop.nii.gz"}
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_server_lists_the_bundle(server):
@@ -105,8 +132,9 @@ def test_infer_returns_the_label_volume(server):
     import requests
 
     start = time.perf_counter()
-    response = requests.post(f"{server['url']}/infer/{BUNDLE_NAME}", params={"image": "t1_crop", "output": "image"},
-                             timeout=600)
+    response = requests.post(
+        f"{server['url']}/infer/{BUNDLE_NAME}", params={"image": "t1_crop", "output": "image"}, timeout=600
+    )
     seconds = time.perf_counter() - start
     assert response.status_code == 200, response.text[:2000]
     result = server["root"] / "result.nii.gz"

@@ -10,7 +10,7 @@ from monai.inferers import SlidingWindowInferer
 from se_monai.layers import SESConv_H_H, SESConv_Z3_H, SESProjection_H_Z3
 from se_monai.networks import SEUNet
 
-SMALL = dict(channels=(4, 8, 8), strides=(2, 2), kernel_size=3, up_kernel_size=3)
+SMALL = {"channels": (4, 8, 8), "strides": (2, 2), "kernel_size": 3, "up_kernel_size": 3}
 
 
 def test_paper_configuration():
@@ -82,8 +82,18 @@ def test_torchscript_and_trace_match_eager():
 
 
 def test_bundle_target():
-    parser = ConfigParser({"net": {"_target_": "se_monai.networks.SEUNet", "in_channels": 1, "out_channels": 3,
-                                   "channels": [4, 8], "strides": [2], "projection": "avg"}})
+    parser = ConfigParser(
+        {
+            "net": {
+                "_target_": "se_monai.networks.SEUNet",
+                "in_channels": 1,
+                "out_channels": 3,
+                "channels": [4, 8],
+                "strides": [2],
+                "projection": "avg",
+            }
+        }
+    )
     net = parser.get_parsed_content("net")
     assert isinstance(net, SEUNet) and net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
 
@@ -123,9 +133,11 @@ def test_whole_network_equals_reference_formulation(kwargs):
     grads = torch.autograd.grad(out.square().sum(), list(net.parameters()))
     expected_grads = torch.autograd.grad(expected.square().sum(), list(ref.parameters()))
     scale = max(e.abs().max().item() for e in expected_grads)
-    for g, e in zip(grads, expected_grads):  # biases before batch norms have ~0 gradient: compare on a common scale
+    for g, e in zip(
+        grads, expected_grads, strict=True
+    ):  # biases before batch norms have ~0 gradient: compare on a common scale
         assert (g - e).abs().max().item() <= 1e-3 * scale
-    for (name, b), (_, e) in zip(net.named_buffers(), ref.named_buffers()):
+    for (name, b), (_, e) in zip(net.named_buffers(), ref.named_buffers(), strict=True):
         torch.testing.assert_close(b, e, rtol=1e-4, atol=1e-5, msg=name)
     net.eval(), ref.eval()
     with torch.no_grad():

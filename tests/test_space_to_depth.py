@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 import se_monai.reference as ref
-from se_monai.ops import space_to_depth
 from se_monai.layers import SESConv_H_H, SESConv_Z3_H
+from se_monai.ops import space_to_depth
 
-TOL = dict(rtol=1e-4, atol=1e-5)
+TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
 @pytest.mark.parametrize("kernel_size,groups,in_per_group,out_per_group", [(5, 4, 3, 3), (5, 1, 2, 4), (9, 2, 1, 2)])
@@ -67,8 +67,18 @@ def blocked_calls(monkeypatch):
 @pytest.mark.parametrize("training", [True, False])
 def test_group_conv_in_blocked_form_equals_reference(basis_type, channels, scale_size, training, blocked_calls):
     scales = [1.0, 0.9, 0.81]
-    layer = SESConv_H_H(channels, 3, scale_size=scale_size, kernel_size=5, effective_size=3, scales=scales,
-                        padding=2, bias=True, basis_type=basis_type, kernel_padding=False).train(training)
+    layer = SESConv_H_H(
+        channels,
+        3,
+        scale_size=scale_size,
+        kernel_size=5,
+        effective_size=3,
+        scales=scales,
+        padding=2,
+        bias=True,
+        basis_type=basis_type,
+        kernel_padding=False,
+    ).train(training)
     torch.nn.init.normal_(layer.bias)
     x = torch.randn(2, channels, 3, 8, 6, 10, requires_grad=True)
     expected = ref.group_conv(x, layer.weight, layer.basis, layer.bias, 1, 2)
@@ -80,7 +90,7 @@ def test_group_conv_in_blocked_form_equals_reference(basis_type, channels, scale
     assert len(blocked_calls) == (1 if training else 2)  # the blocked path is the one under test
     grads = torch.autograd.grad(y.square().sum(), (x, layer.weight, layer.bias))
     expected_grads = torch.autograd.grad(expected.square().sum(), (x, layer.weight, layer.bias))
-    for g, e in zip(grads, expected_grads):
+    for g, e in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
 
 

@@ -50,8 +50,11 @@ class Autocast(nn.Module):
 
 def _models(in_channels: int, out_channels: int, amp: bool = False, device: str = "cpu") -> dict[str, nn.Module]:
     se = SEUNet(in_channels=in_channels, out_channels=out_channels)
-    models = {"SEUNet": se, "SEUNet reference": reference_model(se),
-              "UNet baseline": paper_baseline_unet(3, in_channels, out_channels)}
+    models = {
+        "SEUNet": se,
+        "SEUNet reference": reference_model(se),
+        "UNet baseline": paper_baseline_unet(3, in_channels, out_channels),
+    }
     if amp:
         device_type = torch.device(device).type
         name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
@@ -116,8 +119,14 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def benchmark_models(
-    size: int = 64, in_channels: int = 4, out_channels: int = 3, batch: int = 1, repeats: int = 5, warmup: int = 2,
-    device: str = "cpu", amp: bool = False,
+    size: int = 64,
+    in_channels: int = 4,
+    out_channels: int = 3,
+    batch: int = 1,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    amp: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
 
@@ -162,7 +171,13 @@ def benchmark_models(
                 times[name]["train_step_s"].append(t_step)
     results = {}
     for name, model in models.items():
-        memory = dict(model=name, size=size, in_channels=in_channels, out_channels=out_channels, device=device)
+        memory = {
+            "model": name,
+            "size": size,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "device": device,
+        }
         results[name] = {
             "params": float(sum(p.numel() for p in model.parameters())),
             "forward_s": statistics.median(times[name]["forward_s"]),
@@ -174,8 +189,9 @@ def benchmark_models(
     return results
 
 
-def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3, repeats: int = 3,
-                    device: str = "cpu") -> dict[str, float]:
+def layer_breakdown(
+    size: int = 64, in_channels: int = 4, out_channels: int = 3, repeats: int = 3, device: str = "cpu"
+) -> dict[str, float]:
     """Forward time of SEUNet (eval) summed per kind of leaf layer (seconds, median of ``repeats``)."""
     dev = torch.device(device)
     net = SEUNet(in_channels=in_channels, out_channels=out_channels).to(dev).eval()
@@ -211,8 +227,13 @@ def layer_breakdown(size: int = 64, in_channels: int = 4, out_channels: int = 3,
     return {key: statistics.median(values) for key, values in sorted(totals.items(), key=lambda kv: -max(kv[1]))}
 
 
-def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: int = 1, device: str = "cpu",
-                     image: torch.Tensor | None = None) -> dict[str, Any]:
+def benchmark_volume(
+    roi_size: int = 96,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    device: str = "cpu",
+    image: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
     Args:
@@ -237,14 +258,26 @@ def benchmark_volume(roi_size: int = 96, overlap: float = 0.25, sw_batch_size: i
     return {"shape": list(image.shape), "seconds": seconds, "peak_mb": _peak_mb(dev)}
 
 
-def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | None = None, layers: bool = True,
-        volume: bool = True, amp: bool = False) -> dict[str, Any]:
+def run(
+    size: int = 64,
+    repeats: int = 5,
+    device: str = "cpu",
+    threads: int | None = None,
+    layers: bool = True,
+    volume: bool = True,
+    amp: bool = False,
+) -> dict[str, Any]:
     """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
     if threads:
         torch.set_num_threads(threads)
     report: dict[str, Any] = {
-        "config": {"size": size, "repeats": repeats, "device": device, "threads": torch.get_num_threads(),
-                   "torch": torch.__version__},
+        "config": {
+            "size": size,
+            "repeats": repeats,
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp),
     }
     models = report["models"]
@@ -261,17 +294,23 @@ def run(size: int = 64, repeats: int = 5, device: str = "cpu", threads: int | No
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device)
     if volume:
-        report["volume"] = (benchmark_volume(device=device) if torch.device(device).type == "cuda"
-                            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads()))
+        report["volume"] = (
+            benchmark_volume(device=device)
+            if torch.device(device).type == "cuda"
+            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads())
+        )
     return report
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as plain-text tables."""
     cfg = report["config"]
-    lines = [f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
-             f"median of {cfg['repeats']}", "",
-             f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}"]
+    lines = [
+        f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
+        f"median of {cfg['repeats']}",
+        "",
+        f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}",
+    ]
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
         lines.append(f"{name:<22}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
@@ -282,8 +321,11 @@ def format_table(report: dict[str, Any]) -> str:
     if "volume" in report:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
-        lines += ["", f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
-                      f"{v['seconds']:.1f} s, peak RSS {peak}"]
+        lines += [
+            "",
+            f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
+            f"{v['seconds']:.1f} s, peak RSS {peak}",
+        ]
     return "\n".join(lines)
 
 

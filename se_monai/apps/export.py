@@ -28,9 +28,13 @@ def _total_stride(network: torch.nn.Module) -> int:
     return int(math.prod(int(s) if not isinstance(s, (tuple, list)) else int(max(s)) for s in strides))
 
 
-def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = None,
-                input_shape: tuple[int, ...] = (1, 1, 96, 96, 96), dynamic: bool = True,
-                **bundle: Any) -> Path:
+def export_onnx(
+    output: str | os.PathLike,
+    network: torch.nn.Module | None = None,
+    input_shape: tuple[int, ...] = (1, 1, 96, 96, 96),
+    dynamic: bool = True,
+    **bundle: Any,
+) -> Path:
     """Export a network (default: the bundle's, see :func:`load_bundle_network`) to ONNX with the torch.export-based
     exporter, writing ``output`` only when the export succeeded.
 
@@ -54,17 +58,26 @@ def export_onnx(output: str | os.PathLike, network: torch.nn.Module | None = Non
     network = (network if network is not None else load_bundle_network(**bundle)).eval()
     stride = _total_stride(network)
     if len(input_shape) != 5 or any(int(s) % stride for s in input_shape[2:]):
-        raise ValueError(f"input_shape {tuple(input_shape)}: expected (B, C, D, H, W) with D, H, W multiples of {stride}")
+        raise ValueError(
+            f"input_shape {tuple(input_shape)}: expected (B, C, D, H, W) with D, H, W multiples of {stride}"
+        )
     example = torch.randn(*(int(s) for s in input_shape))
     shapes = None
     if dynamic:
         spatial = [stride * Dim(name, min=1, max=4096 // stride) for name in ("depth", "height", "width")]
         shapes = ({0: Dim("batch", min=1, max=1024), 2: spatial[0], 3: spatial[1], 4: spatial[2]},)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output) as partial:
-        with torch.no_grad():
-            torch.onnx.export(network, (example,), str(partial), dynamo=True, input_names=["image"],
-                              output_names=["logits"], dynamic_shapes=shapes, external_data=False)
+    with atomic_write(output) as partial, torch.no_grad():
+        torch.onnx.export(
+            network,
+            (example,),
+            str(partial),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=shapes,
+            external_data=False,
+        )
     return output
 
 
@@ -72,7 +85,6 @@ def check_onnx(path: str | os.PathLike, network: torch.nn.Module, input_shape: t
     """Largest absolute difference between onnxruntime (CPU) on ``path`` and the eager ``network`` for one random
     input of ``input_shape``."""
     import onnxruntime  # optional: the "export" extra
-
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     image = torch.randn(*input_shape)

@@ -55,14 +55,23 @@ def _draw(ax, rows: list[dict[str, Any]], column: str) -> None:
         points = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r[column])
         colour, marker = _style(points[0]["network"], index)
         label = points[0]["model"] + (" + augmentation" if points[0]["augment"] else "")
-        ax.errorbar([p[column] for p in points], [p["dice"] for p in points], yerr=[p["std"] for p in points],
-                    color=colour, marker=marker, markerfacecolor="none", linestyle="-" if points[0]["augment"] else "--",
-                    capsize=3, label=label)
+        ax.errorbar(
+            [p[column] for p in points],
+            [p["dice"] for p in points],
+            yerr=[p["std"] for p in points],
+            color=colour,
+            marker=marker,
+            markerfacecolor="none",
+            linestyle="-" if points[0]["augment"] else "--",
+            capsize=3,
+            label=label,
+        )
     ax.grid(axis="y", linestyle="--", alpha=0.5)
 
 
-def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLike,
-                 test_scales: Sequence[float] | None = None) -> list[Path]:
+def plot_results(
+    results: Sequence[dict[str, Any]], output_dir: str | os.PathLike, test_scales: Sequence[float] | None = None
+) -> list[Path]:
     """Draw ``dice_vs_train_size.png`` (test scale 1.0, or the closest), ``dice_vs_test_scale.png`` (largest
     training set) and ``dice_vs_test_scale_smallest.png`` (smallest training set, when it differs) from the
     experiment's results (:func:`se_monai.apps.experiment.collect_results`).
@@ -87,15 +96,31 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
     shown = set(scales if test_scales is None else (float(s) for s in test_scales))
     smallest = min(r["train_size"] for r in rows)
     figures = [
-        ("dice_vs_train_size.png", [r for r in rows if r["test_scale"] == reference], "train_size",
-         "Number of training subjects", f"test scale {reference:g}"),
-        ("dice_vs_test_scale.png", [r for r in rows if r["train_size"] == largest and r["test_scale"] in shown],
-         "test_scale", "Scaling of test data", f"{largest} training subjects"),
+        (
+            "dice_vs_train_size.png",
+            [r for r in rows if r["test_scale"] == reference],
+            "train_size",
+            "Number of training subjects",
+            f"test scale {reference:g}",
+        ),
+        (
+            "dice_vs_test_scale.png",
+            [r for r in rows if r["train_size"] == largest and r["test_scale"] in shown],
+            "test_scale",
+            "Scaling of test data",
+            f"{largest} training subjects",
+        ),
     ]
     if smallest != largest:
-        figures.append(("dice_vs_test_scale_smallest.png",
-                        [r for r in rows if r["train_size"] == smallest and r["test_scale"] in shown],
-                        "test_scale", "Scaling of test data", f"{smallest} training subjects"))
+        figures.append(
+            (
+                "dice_vs_test_scale_smallest.png",
+                [r for r in rows if r["train_size"] == smallest and r["test_scale"] in shown],
+                "test_scale",
+                "Scaling of test data",
+                f"{smallest} training subjects",
+            )
+        )
     written = []
     for name, subset, column, xlabel, title in figures:
         fig, ax = plt.subplots(figsize=(10.4, 4.8))
@@ -106,10 +131,7 @@ def plot_results(results: Sequence[dict[str, Any]], output_dir: str | os.PathLik
         ax.set_title(title)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes, as the paper
         fig.tight_layout()
-        with atomic_write(output_dir / name) as partial:
-            fig.savefig(partial, dpi=120, format="png")
-        plt.close(fig)
-        written.append(output_dir / name)
+        written.append(_save(fig, output_dir / name))
     return written
 
 
@@ -127,16 +149,54 @@ def confusion_colours(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from ground truth {truth.shape}")
-    overlay = np.zeros(prediction.shape + (4,))
+    overlay = np.zeros((*prediction.shape, 4))
     overlay[(prediction > 0) & (prediction == truth)] = (0.0, 0.8, 0.0, 0.6)
     overlay[(prediction > 0) & (prediction != truth)] = (0.9, 0.0, 0.0, 0.7)
     overlay[(truth > 0) & (prediction == 0)] = (0.0, 0.3, 1.0, 0.7)
     return overlay
 
 
-def plot_overlay(image: np.ndarray, truth: np.ndarray, predictions: Mapping[str, np.ndarray],
-                 output: str | os.PathLike, axis: int = 2, index: int | None = None,
-                 title: str | None = None) -> Path:
+def _save(fig, output: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically (creating the folder) and close it."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output) as partial:
+        fig.savefig(partial, dpi=120, format="png")
+    _pyplot().close(fig)
+    return output
+
+
+def _slice_index(truth: np.ndarray, axis: int, index: int | None) -> int:
+    """``index`` checked against the volume, or the slice across ``axis`` with the most foreground in ``truth``."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis {axis}: expected 0, 1 or 2")
+    if index is None:
+        index = int(np.argmax((np.moveaxis(truth, axis, 0) > 0).reshape(truth.shape[axis], -1).sum(1)))
+    if not 0 <= index < truth.shape[axis]:
+        raise ValueError(f"slice {index} outside 0..{truth.shape[axis] - 1}")
+    return index
+
+
+def _draw_prediction(ax, picture: np.ndarray, guess: np.ndarray, classes: np.ndarray, name: str) -> None:
+    """One prediction over the image in confusion colours, titled with its Dice on the slice (foreground classes
+    present in either, averaged)."""
+    highest = int(max(guess.max(), classes.max()))
+    present = [c for c in range(1, highest + 1) if (guess == c).any() or (classes == c).any()]
+    dice = list(label_dice(guess, classes, {str(c): c for c in present}).values())
+    ax.imshow(picture, cmap="gray")
+    ax.imshow(confusion_colours(guess, classes), interpolation="nearest")
+    ax.set_title(f"{name}\nslice Dice {np.mean(dice):.3f}" if dice else name, fontsize="small")
+
+
+def plot_overlay(
+    image: np.ndarray,
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    output: str | os.PathLike,
+    axis: int = 2,
+    index: int | None = None,
+    title: str | None = None,
+) -> Path:
     """Draw one slice: the image, the ground truth (class colours), then every prediction over the image with
     :func:`confusion_colours`, and the slice's Dice of each prediction (foreground classes averaged).
 
@@ -157,12 +217,7 @@ def plot_overlay(image: np.ndarray, truth: np.ndarray, predictions: Mapping[str,
     """
     if image.shape != truth.shape or any(p.shape != truth.shape for p in predictions.values()):
         raise ValueError(f"image {image.shape}, truth {truth.shape} and predictions must have the same shape")
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis {axis}: expected 0, 1 or 2")
-    if index is None:
-        index = int(np.argmax((np.moveaxis(truth, axis, 0) > 0).reshape(truth.shape[axis], -1).sum(1)))
-    if not 0 <= index < truth.shape[axis]:
-        raise ValueError(f"slice {index} outside 0..{truth.shape[axis] - 1}")
+    index = _slice_index(truth, axis, index)
 
     def cut(volume: np.ndarray) -> np.ndarray:
         return np.rot90(np.take(volume, index, axis=axis))
@@ -175,32 +230,34 @@ def plot_overlay(image: np.ndarray, truth: np.ndarray, predictions: Mapping[str,
     axes[0].imshow(picture, cmap="gray")
     axes[0].set_title("image")
     axes[1].imshow(picture, cmap="gray")
-    axes[1].imshow(np.ma.masked_equal(classes, 0), cmap="viridis", alpha=0.6, interpolation="nearest",
-                   vmin=1, vmax=max(int(truth.max()), 2))
+    axes[1].imshow(
+        np.ma.masked_equal(classes, 0),
+        cmap="viridis",
+        alpha=0.6,
+        interpolation="nearest",
+        vmin=1,
+        vmax=max(int(truth.max()), 2),
+    )
     axes[1].set_title("ground truth")
-    for ax, (name, prediction) in zip(axes[2:], predictions.items()):
-        guess = cut(prediction)
-        present = [c for c in range(1, int(max(truth.max(), prediction.max())) + 1) if (guess == c).any() or (classes == c).any()]
-        dice = list(label_dice(guess, classes, {str(c): c for c in present}).values())
-        ax.imshow(picture, cmap="gray")
-        ax.imshow(confusion_colours(guess, classes), interpolation="nearest")
-        ax.set_title(f"{name}\nslice Dice {np.mean(dice):.3f}" if dice else name, fontsize="small")
+    for ax, (name, prediction) in zip(axes[2:], predictions.items(), strict=True):
+        _draw_prediction(ax, picture, cut(prediction), classes, name)
     for ax in axes:
         ax.set_axis_off()
     from matplotlib.patches import Patch  # matplotlib: see _pyplot
 
-    fig.legend(handles=[Patch(color=c, label=n) for c, n in
-                        (("tab:green", "true positive"), ("tab:red", "false positive"), ("tab:blue", "false negative"))],
-               loc="lower center", ncol=3, fontsize="small")
+    fig.legend(
+        handles=[
+            Patch(color=c, label=n)
+            for c, n in (("tab:green", "true positive"), ("tab:red", "false positive"), ("tab:blue", "false negative"))
+        ],
+        loc="lower center",
+        ncol=3,
+        fontsize="small",
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output) as partial:
-        fig.savefig(partial, dpi=120, format="png")
-    plt.close(fig)
-    return output
+    return _save(fig, output)
 
 
 def plot_run_overlay(
@@ -248,8 +305,10 @@ def plot_run_overlay(
         raise InputError(f"{config_path}: no arm {unknown[0]!r} (arms: {', '.join(config['arms'])})")
     try:
         predictions = {
-            config["arms"][arm].get("model", arm) + (" + aug." if config["arms"][arm]["augment"] else ""):
-            experiment.predict(root, experiment.run_name(arm, size, seed), image_path)
+            config["arms"][arm].get("model", arm)
+            + (" + aug." if config["arms"][arm]["augment"] else ""): experiment.predict(
+                root, experiment.run_name(arm, size, seed), image_path
+            )
             for arm in arms
         }
     except experiment.ConfigError as err:

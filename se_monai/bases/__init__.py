@@ -75,8 +75,8 @@ class BasisSpec:
     """Everything that determines a steerable basis, passed as one value from a network to its layers.
 
     Fields are the arguments of :func:`steerable_basis` (kernel size and widths in voxels); ``scales`` is stored as a
-    tuple of floats, the sizes as ints. The scale-equivariant convolutions keep their flat, paper-compatible arguments and build one
-    of these (:meth:`layer_arguments` goes the other way).
+    tuple of floats, the sizes as ints. The scale-equivariant convolutions keep their flat, paper-compatible
+    arguments and build one of these (:meth:`layer_arguments` goes the other way).
     """
 
     kernel_size: int = 3
@@ -111,5 +111,5 @@ class BasisSpec:
         )
 
     def layer_arguments(self) -> dict[str, object]:
-        """The fields as keyword arguments of the SE convolutions (``SESConv_Z3_H(c, c2, **spec.layer_arguments())``)."""
+        """The fields as keyword arguments of the SE convolutions: ``SESConv_Z3_H(c, c2, **spec.layer_arguments())``."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

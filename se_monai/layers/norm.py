@@ -74,8 +74,14 @@ class SEBatchNorm(nn.BatchNorm3d):
         factor = self._update_factor()
         track = not self.training or self.track_running_stats
         return F.batch_norm(
-            x, self.running_mean if track else None, self.running_var if track else None, self.weight, self.bias,
-            batch_statistics, factor, self.eps,
+            x,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            batch_statistics,
+            factor,
+            self.eps,
         )
 
 

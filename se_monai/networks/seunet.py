@@ -30,7 +30,9 @@ def _check_topology(spatial_dims: int, channels: Sequence[int], strides: Sequenc
     if delta < 0:
         raise ValueError("the length of `strides` should equal to `len(channels) - 1`.")
     if delta > 0:
-        warnings.warn(f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.")
+        warnings.warn(
+            f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.", stacklevel=3
+        )
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
 

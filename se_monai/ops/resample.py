@@ -24,7 +24,7 @@ INTERPOLATIONS = ("cubic", "trilinear", "nearest", "subsample")
 
 
 def _output_size(size: int, factor: float) -> int:
-    return int(math.floor(size * factor + 1e-6))
+    return math.floor(size * factor + 1e-6)
 
 
 @functools.lru_cache(maxsize=64)
@@ -83,7 +83,7 @@ def smooth_field(size: int, sigma: float = 2.5, seed: int = 0, batch: int = 1, d
     Smoothed on a volume padded by ``3 sigma`` on every side and cropped, so the field has no border effects.
     """
     generator = torch.Generator().manual_seed(seed)
-    pad = int(math.ceil(3 * sigma))
+    pad = math.ceil(3 * sigma)
     noise = torch.randn(batch, 1, *(size + 2 * pad,) * 3, generator=generator, dtype=torch.float64)
     field = GaussianFilter(3, sigma).double()(noise)[..., pad : pad + size, pad : pad + size, pad : pad + size]
     return ((field - field.mean()) / field.std()).to(dtype)

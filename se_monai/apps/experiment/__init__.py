@@ -17,8 +17,9 @@ and is held out; test images come from ``imagesTs/`` with labels in ``labelsTs/`
 labelled test images (most MSD tasks), the last ``num_test`` training subjects, excluded from training.
 
 Modules: :mod:`~se_monai.apps.experiment.config` (the config and the plan of runs),
-:mod:`~se_monai.apps.experiment.testset` (datasets and the rescaled test images), :mod:`~se_monai.apps.experiment.runner`
-(training and testing through the bundle), :mod:`~se_monai.apps.experiment.results` (results files and tables).
+:mod:`~se_monai.apps.experiment.testset` (datasets and the rescaled test images),
+:mod:`~se_monai.apps.experiment.runner` (training and testing through the bundle),
+:mod:`~se_monai.apps.experiment.results` (results files and tables).
 """
 
 from se_monai.apps.experiment.config import (

@@ -16,8 +16,13 @@ from se_monai.ops.atomic import atomic_write
 
 __all__ = ["read_dice", "collect_results", "summarise", "format_summary"]
 
+
 def read_dice(csv_path: Path, items: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per-image Dice from MetricsSaver's ``val_mean_dice_raw.csv`` as ``{"<source> <scale>": {class: dice, "mean"}}``."""
+    """Per-image Dice from MetricsSaver's ``val_mean_dice_raw.csv``.
+
+    Returns:
+        ``{"<source> <scale>": {class name: Dice, "mean": Dice}}``.
+    """
     with open(csv_path) as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]
@@ -40,14 +45,37 @@ def collect_results(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     with atomic_write(output_dir / "results.csv") as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle)
         classes = sorted({c for r in results for d in r["dice"].values() for c in d if c != "mean"})
-        writer.writerow(["arm", "model", "augment", "train_size", "seed", "test_image", "test_scale", *classes,
-                         "mean", "train_seconds"])
+        writer.writerow(
+            [
+                "arm",
+                "model",
+                "augment",
+                "train_size",
+                "seed",
+                "test_image",
+                "test_scale",
+                *classes,
+                "mean",
+                "train_seconds",
+            ]
+        )
         for r in results:
             for key, dice in r["dice"].items():
                 source, scale = key.rsplit(" ", 1)
-                writer.writerow([r["arm"], r["model"], r["augment"], r["train_size"], r["seed"], source, scale,
-                                 *[f"{dice.get(c, float('nan')):.4f}" for c in classes], f"{dice['mean']:.4f}",
-                                 f"{r['train_seconds']:.1f}"])
+                writer.writerow(
+                    [
+                        r["arm"],
+                        r["model"],
+                        r["augment"],
+                        r["train_size"],
+                        r["seed"],
+                        source,
+                        scale,
+                        *[f"{dice.get(c, float('nan')):.4f}" for c in classes],
+                        f"{dice['mean']:.4f}",
+                        f"{r['train_seconds']:.1f}",
+                    ]
+                )
     return results
 
 
@@ -69,11 +97,19 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (arm, size, scale), per_seed in sorted(groups.items()):
         seed_means = np.array([np.mean(values) for values in per_seed.values()])
-        rows.append({
-            "arm": arm, "network": info[arm].get("network", arm), "model": info[arm]["model"],
-            "augment": info[arm]["augment"], "train_size": size, "test_scale": scale,
-            "dice": float(seed_means.mean()), "std": float(seed_means.std()), "n": len(seed_means),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "network": info[arm].get("network", arm),
+                "model": info[arm]["model"],
+                "augment": info[arm]["augment"],
+                "train_size": size,
+                "test_scale": scale,
+                "dice": float(seed_means.mean()),
+                "std": float(seed_means.std()),
+                "n": len(seed_means),
+            }
+        )
     return rows
 
 
@@ -84,9 +120,13 @@ def _table(rows: list[dict[str, Any]], column: str, title: str, spread: bool = T
     lines = [title, f"{'arm':<22}" + "".join(f"{c:>14g}" for c in columns)]
     for arm in arms:
         values = [cell.get((arm, c)) for c in columns]
-        lines.append(f"{arm:<22}" + "".join(
-            f"{'-':>14}" if v is None else f"{v['dice']:>8.3f} ±{v['std']:.3f}" if spread else f"{v['dice']:>14.3f}"
-            for v in values))
+        lines.append(
+            f"{arm:<22}"
+            + "".join(
+                f"{'-':>14}" if v is None else f"{v['dice']:>8.3f} ±{v['std']:.3f}" if spread else f"{v['dice']:>14.3f}"
+                for v in values
+            )
+        )
     return "\n".join(lines)
 
 
@@ -98,18 +138,32 @@ def format_summary(results: Sequence[dict[str, Any]]) -> str:
         return "no finished runs"
     scales = sorted({r["test_scale"] for r in rows})
     reference = min(scales, key=lambda s: abs(s - 1.0))
-    by_size = _table([r for r in rows if r["test_scale"] == reference], "train_size",
-                     f"mean Dice by training-set size (columns), test scale {reference:g}")
+    by_size = _table(
+        [r for r in rows if r["test_scale"] == reference],
+        "train_size",
+        f"mean Dice by training-set size (columns), test scale {reference:g}",
+    )
     tables = [by_size]
     for size in sorted({r["train_size"] for r in rows}):
-        tables.append(_table([r for r in rows if r["train_size"] == size], "test_scale",
-                             f"mean Dice by test scale (columns), {size} training subjects"))
+        tables.append(
+            _table(
+                [r for r in rows if r["train_size"] == size],
+                "test_scale",
+                f"mean Dice by test scale (columns), {size} training subjects",
+            )
+        )
     low = 0.7 if 0.7 in scales else min(scales)
     drops = []
     for high_row, low_row in _pairs(rows, reference, low).values():
         drops.append({**high_row, "dice": high_row["dice"] - low_row["dice"]})
-    tables.append(_table(drops, "train_size", f"Dice drop from test scale {reference:g} to {low:g} by training-set "
-                                              "size (columns; seed means)", spread=False))
+    tables.append(
+        _table(
+            drops,
+            "train_size",
+            f"Dice drop from test scale {reference:g} to {low:g} by training-set size (columns; seed means)",
+            spread=False,
+        )
+    )
     return "\n\n".join(tables)
 
 

@@ -28,6 +28,7 @@ from se_monai.workflows import resolve_bundle_dir, run_bundle
 
 __all__ = ["run_experiment", "predict"]
 
+
 def _augmentation(config: dict[str, Any]) -> dict[str, Any]:
     """Random isotropic rescaling of a training patch (MONAI ``RandZoomd``), as in the paper's augmentation arm."""
     aug = config.get("augmentation", {})
@@ -44,8 +45,14 @@ def _augmentation(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _train_overrides(config: dict[str, Any], run: dict[str, Any], run_dir: Path, training: list[dict[str, str]],
-                     validation: dict[str, str], bundle_dir: Path) -> dict[str, Any]:
+def _train_overrides(
+    config: dict[str, Any],
+    run: dict[str, Any],
+    run_dir: Path,
+    training: list[dict[str, str]],
+    validation: dict[str, str],
+    bundle_dir: Path,
+) -> dict[str, Any]:
     arm = config["arms"][run["arm"]]
     size = run["train_size"]
     epochs = max(1, math.ceil(config["iterations"] / size))  # the same number of iterations for every size
@@ -57,8 +64,15 @@ def _train_overrides(config: dict[str, Any], run: dict[str, Any], run_dir: Path,
         random_transforms.insert(crop + 1, _augmentation(config))
     handlers = copy.deepcopy(parser.get("train#handlers"))
     handlers = [h for h in handlers if h["_target_"] not in ("ValidationHandler", "TensorBoardStatsHandler")]
-    handlers.append({"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
-                     "save_final": True, "final_filename": "model.pt"})
+    handlers.append(
+        {
+            "_target_": "CheckpointSaver",
+            "save_dir": "@ckpt_dir",
+            "save_dict": {"model": "@network"},
+            "save_final": True,
+            "final_filename": "model.pt",
+        }
+    )
     final_factor = float(config.get("final_lr_factor", 0.95**20))
     overrides = {
         "dataset_dir": str(config["dataset_dir"]),
@@ -77,16 +91,26 @@ def _train_overrides(config: dict[str, Any], run: dict[str, Any], run_dir: Path,
         "network_def": arm["network_def"],
         "train#random_transforms": random_transforms,
         "train#handlers": handlers,
-        "train#dataset": {"_target_": "PersistentDataset", "data": "@train_datalist",
-                          "transform": "@train#preprocessing", "cache_dir": str(Path(config["output_dir"]) / "cache")},
+        "train#dataset": {
+            "_target_": "PersistentDataset",
+            "data": "@train_datalist",
+            "transform": "@train#preprocessing",
+            "cache_dir": str(Path(config["output_dir"]) / "cache"),
+        },
         "initialize": [f"$monai.utils.set_determinism(seed={int(run['seed'])})"],
     }
     overrides.update(config.get("bundle_overrides", {}))
     return overrides
 
 
-def _run_one(config: dict[str, Any], run: dict[str, Any], run_dir: Path, training: list[dict[str, str]],
-             validation: dict[str, str], items: list[dict[str, Any]]) -> dict[str, Any]:
+def _run_one(
+    config: dict[str, Any],
+    run: dict[str, Any],
+    run_dir: Path,
+    training: list[dict[str, str]],
+    validation: dict[str, str],
+    items: list[dict[str, Any]],
+) -> dict[str, Any]:
     shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts again from scratch
     run_dir.mkdir(parents=True)
     bundle_dir = resolve_bundle_dir(config.get("bundle_dir"))
@@ -98,8 +122,9 @@ def _run_one(config: dict[str, Any], run: dict[str, Any], run_dir: Path, trainin
     loss = float(trainer.state.output[0]["loss"]) if trainer.state.output else float("nan")
     start = time.perf_counter()
     evaluation = {k: overrides[k] for k in ("dataset_dir", "ckpt_dir", "num_classes", "network_def", "patch_size")}
-    evaluation.update(output_dir=str(run_dir / "test"), test_datalist=[{"image": i["image"], "label": i["label"]}
-                                                                        for i in items])
+    evaluation.update(
+        output_dir=str(run_dir / "test"), test_datalist=[{"image": i["image"], "label": i["label"]} for i in items]
+    )
     run_bundle(["train.json", "evaluate.json"], bundle_dir=bundle_dir, workflow_type="infer", quiet=True, **evaluation)
     eval_seconds = time.perf_counter() - start
     class_names = config.get("class_names", ["grey matter", "white matter"])

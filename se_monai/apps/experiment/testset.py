@@ -3,6 +3,7 @@ candidates and labelled test images, and the test images rescaled by every test 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from se_monai.io import nifti_stem
 from se_monai.ops.atomic import atomic_write
 
 __all__ = ["prepare_dataset", "datalists", "prepare_test_scales", "scaled_test_pairs"]
+
 
 def scaled_test_pairs(output_dir: str | os.PathLike, scale: float) -> list[tuple[Path, Path]]:
     """``(image, label)`` files of the test images rescaled by ``scale`` (:func:`prepare_test_scales`)."""
@@ -48,7 +50,9 @@ def prepare_dataset(config: dict[str, Any]) -> None:
         return
     if not config.get("synthesise", False):
         raise ConfigError(f"{root}: no dataset.json (expected the MSD layout)")
-    prepare_brain_tissue_dataset(root, num_subjects=max(config["train_sizes"]) + 1, seed=int(config.get("data_seed", 0)))
+    prepare_brain_tissue_dataset(
+        root, num_subjects=max(config["train_sizes"]) + 1, seed=int(config.get("data_seed", 0))
+    )
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -83,8 +87,9 @@ def prepare_test_scales(test: Sequence[dict[str, str]], scales: Sequence[float],
                 zoomed = Zoom(scale, mode="trilinear", keep_size=False, align_corners=False)(image)
                 zoomed_label = Zoom(scale, mode="nearest", keep_size=False)(label[None])
                 zoomed = np.asarray(zoomed)
-                _save_nifti(zoomed[0] if zoomed.shape[0] == 1 else np.moveaxis(zoomed, 0, -1), image_nii.affine,
-                            image_path)
+                _save_nifti(
+                    zoomed[0] if zoomed.shape[0] == 1 else np.moveaxis(zoomed, 0, -1), image_nii.affine, image_path
+                )
                 _save_nifti(np.asarray(zoomed_label)[0].round().astype(np.uint8), image_nii.affine, label_path)
             items.append({"image": str(image_path), "label": str(label_path), "scale": float(scale), "source": stem})
     return items
