@@ -67,3 +67,25 @@ def test_basis_errors(kwargs, message):
     args = {"kernel_size": 3, "scales": [1.0], "effective_size": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         steerable_basis(**args)
+
+
+def test_basis_spec_names_one_basis():
+    from se_monai.bases import BasisSpec
+    from se_monai.layers import SESConv_H_H
+
+    spec = BasisSpec(5, 2, [1, 0.8], "multi", False, max_order=2, mult=1.5)
+    assert spec.scales == (1.0, 0.8) and spec.num_scales == 2
+    torch.testing.assert_close(spec.build(), steerable_basis(5, [1.0, 0.8], 2, "multi", False, 2, 1.5), rtol=0, atol=0)
+    layer = SESConv_H_H(2, 3, **spec.layer_arguments())
+    torch.testing.assert_close(layer.basis, spec.build(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="basis_type"):
+        BasisSpec(basis_type="hermite").build()
+
+
+def test_the_steerable_base_is_abstract():
+    from se_monai.bases import BasisSpec
+    from se_monai.layers.steerable import SteerableConv
+
+    conv = {"groups": 1, "stride": 1, "padding": 0, "output_padding": 0, "transposed": False, "bias": False}
+    with pytest.raises(TypeError, match="abstract"):
+        SteerableConv(1, 1, weight_shape=(1, 1), spec=BasisSpec(), **conv)

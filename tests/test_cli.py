@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from helpers import write_crops
 
-from se_monai.cli import demo
+from se_monai.cli import main
+from se_monai.cli.commands import demo
 from se_monai.metrics import label_dice
 
 
@@ -155,3 +156,47 @@ def test_bundle_without_model_is_a_clear_error(tmp_path):
     result = run_cli("segment", str(image), str(tmp_path / "seg.nii.gz"), "--bundle_dir", str(bundle))
     assert result.returncode == 2 and "no trained model" in result.stderr
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_help_lists_every_command_with_a_summary(capsys):
+    from se_monai.cli import commands
+
+    for argv in ([], ["--help"], ["-h"]):
+        main(argv)
+        lines = capsys.readouterr().out.splitlines()
+        listed = {line.split()[0]: line for line in lines if line.startswith("  ")}
+        assert list(listed) == [name.replace("_", "-") for name in commands.__all__]
+        for name, line in listed.items():
+            summary = getattr(commands, name.replace("-", "_")).__doc__.strip().splitlines()[0]
+            assert line.endswith(summary) and len(summary) > 20
+
+
+def test_help_and_version_answer_without_loading_torch():
+    code = "import sys; from se_monai.cli import main; main(['--version']); main([]); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    from se_monai import __version__
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"se-monai {__version__}\n") and "export-onnx" in done.stdout
+    assert done.stdout.strip().endswith("False")
+
+
+@pytest.mark.parametrize(
+    "argv,closest",
+    [
+        (["segmnt", "a.nii.gz", "b.nii.gz"], "did you mean 'segment'?"),
+        (["prepare_dat"], "did you mean 'prepare-data'?"),
+    ],
+)
+def test_unknown_command_is_one_line_naming_the_closest(argv, closest):
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"se-monai: error: unknown command '{argv[0]}'; {closest} (se-monai --help describes them)"]
+
+
+def test_command_help_shows_its_arguments():
+    done = run_cli("segment", "--help")
+    text = done.stdout + done.stderr  # python-fire writes help to stderr when it is not a terminal
+    assert done.returncode == 0 and "sw_batch_size" in text and "Segment one NIfTI image" in text
+    assert run_cli("prepare_data", "--help").returncode == 0  # the Python name works too

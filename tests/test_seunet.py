@@ -142,3 +142,24 @@ def test_whole_network_equals_reference_formulation(kwargs):
     net.eval(), ref.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_max_order_and_mult_reach_every_layer():
+    from se_monai.bases import steerable_basis
+
+    net = SEUNet(in_channels=1, out_channels=2, basis_type="multi", max_order=2, mult=1.5, **SMALL)
+    convs = [m for m in net.modules() if isinstance(m, (SESConv_Z3_H, SESConv_H_H))]
+    expected = steerable_basis(3, net.scales, 3, "multi", False, max_order=2, mult=1.5)
+    assert len(convs) > 5 and all(torch.equal(m.basis, expected) for m in convs)
+    assert not torch.equal(expected, steerable_basis(3, net.scales, 3, "multi", False))
+
+
+def test_activations_by_name_without_touching_monais_factory():
+    from monai.networks.layers.factories import Act
+
+    silu = SEUNet(in_channels=1, out_channels=2, act="silu", **SMALL)
+    assert any(isinstance(m, torch.nn.SiLU) for m in silu.modules())
+    assert "SILU" not in Act.names  # importing se_monai registers nothing in MONAI's global factories
+    relu = SEUNet(in_channels=1, out_channels=2, act=("leakyrelu", {"negative_slope": 0.2}), **SMALL)
+    slopes = {m.negative_slope for m in relu.modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.2}

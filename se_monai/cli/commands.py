@@ -1,22 +1,17 @@
-"""Command line interface ``se-monai`` (python-fire): argument checks, one library or apps call per command, printing.
+"""The commands of ``se-monai`` (run through python-fire by :func:`se_monai.cli.main`): argument checks, one library
+or apps call per command, printing.
 
-``se-monai`` or ``se-monai --help`` lists the commands, ``se-monai COMMAND --help`` shows one command's arguments,
-``se-monai --version`` prints the version. Bad input ends with one line ``se-monai: error: <file>: <problem>`` on
-stderr and exit status 2; so does an unknown command, naming the closest one.
+Each public function is one command: its name (``_`` written ``-`` on the command line) is in ``__all__``, in the
+order ``se-monai --help`` lists them, and the first line of its docstring is its summary there. Bad input raises
+:class:`se_monai.io.InputError` (or FileNotFoundError), which the entry point prints as one line.
 """
 
 from __future__ import annotations
 
-import difflib
 import json as jsonlib
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import fire
-
-from se_monai import __version__
 from se_monai.apps import bench as benchmark
 from se_monai.apps import experiment as runner
 from se_monai.apps import export as onnx_export
@@ -29,10 +24,19 @@ from se_monai.data import prepare_brain_tissue_dataset
 from se_monai.io import InputError
 from se_monai.workflows import load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
-__all__ = ["COMMANDS", "usage", "main"]
-
-#: Exit status of bad input and unknown commands.
-EXIT_USAGE = 2
+__all__ = [
+    "segment",
+    "train",
+    "evaluate",
+    "prepare_data",
+    "demo",
+    "bench",
+    "equivariance",
+    "fit_basis",
+    "experiment",
+    "plot_overlay",
+    "export_onnx",
+]
 
 
 def segment(
@@ -335,72 +339,3 @@ def export_onnx(
     if check:
         print(f"max |onnxruntime - eager| on {shape}: {onnx_export.check_onnx(written, network, shape):.2e}")
     return str(written)
-
-
-#: Every command by its name on the command line; ``prepare_data`` and the like are accepted too.
-COMMANDS: dict[str, Callable[..., Any]] = {
-    "segment": segment,
-    "train": train,
-    "evaluate": evaluate,
-    "prepare-data": prepare_data,
-    "demo": demo,
-    "bench": bench,
-    "equivariance": equivariance,
-    "fit-basis": fit_basis,
-    "experiment": experiment,
-    "plot-overlay": plot_overlay,
-    "export-onnx": export_onnx,
-}
-
-
-def _summary(command: Callable[..., Any]) -> str:
-    return (command.__doc__ or "").strip().splitlines()[0]
-
-
-def usage() -> str:
-    """The text of ``se-monai --help``: every command with its one-line summary."""
-    width = max(map(len, COMMANDS))
-    lines = [
-        "usage: se-monai COMMAND [ARGUMENTS] [--FLAG VALUE ...]",
-        "",
-        "Scale-equivariant 3-D segmentation networks (SE-U-Net) as MONAI components and a MONAI bundle.",
-        "",
-        "commands:",
-        *(f"  {name:<{width}}  {_summary(command)}" for name, command in COMMANDS.items()),
-        "",
-        "se-monai COMMAND --help shows a command's arguments; se-monai --version prints the version.",
-    ]
-    return "\n".join(lines)
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"se-monai: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
-
-
-def _unknown_command(name: str) -> str:
-    wanted = name.replace("_", "-")
-    closest = max(COMMANDS, key=lambda command: difflib.SequenceMatcher(None, wanted, command).ratio())
-    return f"unknown command '{name}'; did you mean '{closest}'? (se-monai --help lists the commands)"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``se-monai`` command."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
-        return
-    if args[0] in ("-V", "--version"):
-        print(f"se-monai {__version__}")
-        return
-    name = args[0].replace("_", "-")
-    if name not in COMMANDS:
-        _fail(_unknown_command(args[0]))
-    try:
-        fire.Fire(COMMANDS[name], command=args[1:], name=f"se-monai {name}", serialize=lambda _: None)
-    except (InputError, FileNotFoundError) as err:
-        _fail(str(err))
-
-
-if __name__ == "__main__":
-    main()
