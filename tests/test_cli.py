@@ -1,7 +1,9 @@
 """``se-monai``: bad inputs get one line and exit 2, never a partial output or a changed input; good input works."""
 
+import contextlib
 import gzip
 import hashlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,19 @@ from se_monai.cli.commands import demo
 from se_monai.metrics import label_dice
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "se_monai.cli", *args], capture_output=True, text=True, timeout=600)
+def run_cli(*args: str, process: bool = False) -> subprocess.CompletedProcess:
+    """``se-monai ARGS``: in this process (torch and MONAI are imported once for the whole suite), or with
+    ``process=True`` as its own ``python -m se_monai.cli`` process, as a user runs it."""
+    if process:
+        command = [sys.executable, "-m", "se_monai.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def digest(path: Path) -> str:
@@ -71,7 +84,7 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, case):
     before = digest(path) if path.is_file() else None
     out = tmp_path / "out" / "seg.nii.gz"
     out.parent.mkdir()
-    result = run_cli("segment", str(path), str(out))
+    result = run_cli("segment", str(path), str(out), process=case == "corrupt")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -111,7 +124,7 @@ def test_segment_keeps_shape_affine_and_finds_tissue(tmp_path, kind):
     source = crops[kind]
     before = digest(source)
     out = tmp_path / ("seg.nii" if kind == "lps" else "seg.nii.gz")
-    result = run_cli("segment", str(source), str(out), "--progress", "False")
+    result = run_cli("segment", str(source), str(out), "--progress", "False", process=kind == "lps")
     assert result.returncode == 0, result.stderr[-2000:]
     seg, image = nib.load(str(out)), nib.load(str(source))
     assert seg.shape == image.shape
@@ -189,14 +202,14 @@ def test_help_and_version_answer_without_loading_torch():
     ],
 )
 def test_unknown_command_is_one_line_naming_the_closest(argv, closest):
-    done = run_cli(*argv)
+    done = run_cli(*argv, process=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == [f"se-monai: error: unknown command '{argv[0]}'; {closest} (se-monai --help describes them)"]
 
 
 def test_command_help_shows_its_arguments():
-    done = run_cli("segment", "--help")
+    done = run_cli("segment", "--help", process=True)
     text = done.stdout + done.stderr  # python-fire writes help to stderr when it is not a terminal
     assert done.returncode == 0 and "sw_batch_size" in text and "Segment one NIfTI image" in text
     assert run_cli("prepare_data", "--help").returncode == 0  # the Python name works too
