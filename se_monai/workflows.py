@@ -22,6 +22,7 @@ from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 
 __all__ = [
     "BUNDLE_ENV",
+    "SHIPPED_BUNDLE",
     "default_bundle_dir",
     "resolve_bundle_dir",
     "find_bundle_root",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Environment variable that points se-monai at a bundle other than the one beside the package.
 BUNDLE_ENV = "SE_MONAI_BUNDLE"
+#: The bundle shipped inside the package.
+SHIPPED_BUNDLE = Path(__file__).resolve().parent / "bundle"
 #: Files that make a folder an se-monai bundle.
 _BUNDLE_FILES = ("configs/metadata.json", "configs/inference.json")
 
@@ -41,19 +44,17 @@ def _is_bundle(path: Path) -> bool:
 
 
 def default_bundle_dir() -> Path:
-    """The bundle to use: ``$SE_MONAI_BUNDLE`` if set, else ``bundle/`` of the source tree se_monai runs from.
+    """The bundle to use: ``$SE_MONAI_BUNDLE`` if set, else the bundle shipped inside the package
+    (``se_monai/bundle``, a link to ``bundle/`` in the source tree).
 
     Raises:
-        FileNotFoundError: neither exists (e.g. a wheel install without the bundle: set ``SE_MONAI_BUNDLE``).
+        FileNotFoundError: ``$SE_MONAI_BUNDLE`` or the shipped bundle is not a bundle folder.
     """
-    candidates = [Path(os.environ[BUNDLE_ENV])] if os.environ.get(BUNDLE_ENV) else []
-    candidates.append(Path(__file__).resolve().parent.parent / "bundle")
-    for path in candidates:
-        if _is_bundle(path):
-            return path
-    raise FileNotFoundError(
-        f"no se-monai bundle found (looked in {', '.join(map(str, candidates))}); set {BUNDLE_ENV} to its folder"
-    )
+    path = Path(os.environ[BUNDLE_ENV]) if os.environ.get(BUNDLE_ENV) else SHIPPED_BUNDLE
+    if not _is_bundle(path):
+        source = f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the shipped bundle"
+        raise FileNotFoundError(f"{path}: no se-monai bundle there ({source}; it needs {' and '.join(_BUNDLE_FILES)})")
+    return path.resolve()
 
 
 def resolve_bundle_dir(bundle_dir: str | os.PathLike | None = None) -> Path:

@@ -22,7 +22,7 @@ from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import disco
 from se_monai.data import prepare_brain_tissue_dataset
 from se_monai.io import InputError
-from se_monai.workflows import load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
+from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
 __all__ = [
     "segment",
@@ -30,6 +30,7 @@ __all__ = [
     "evaluate",
     "prepare_data",
     "demo",
+    "bundle_dir",
     "bench",
     "equivariance",
     "fit_basis",
@@ -128,6 +129,19 @@ def demo(output_dir: str = "out/demo", bundle_dir: str | None = None) -> dict[st
     for name, value in scores.items():
         print(f"Dice {name}: {value:.4f}")
     return scores
+
+
+def bundle_dir() -> str:
+    """Print the folder of the bundle se-monai uses: $SE_MONAI_BUNDLE, else the one shipped inside the package.
+
+    Copy it to start a bundle of your own: ``cp -r "$(se-monai bundle-dir)" my_bundle``.
+
+    Returns:
+        The folder.
+    """
+    path = default_bundle_dir()
+    print(path)
+    return str(path)
 
 
 def bench(
