@@ -73,3 +73,11 @@ def test_segment_and_monai_bundle_run_from_outside_the_repository(installed, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     (written,) = labels.glob("*.nii.gz")
     assert set(np.unique(np.asarray(nib.load(str(written)).dataobj))) == {0, 1, 2}
+
+
+def test_demo_from_outside_the_repository(installed):
+    done = run(installed, "-m", "se_monai.cli", "demo", "--output_dir", "demo")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dice = [float(line.rsplit(" ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("Dice ")]
+    assert len(dice) == 2 and min(dice) >= 0.80
+    assert (installed["cwd"] / "demo" / "icbm152_t1_seg.nii.gz").is_file()
