@@ -26,6 +26,7 @@ __all__ = [
     "default_bundle_dir",
     "resolve_bundle_dir",
     "find_bundle_root",
+    "bundle_settings",
     "run_bundle",
     "load_bundle_network",
     "segment_image",
@@ -80,6 +81,20 @@ def find_bundle_root() -> str:
     if _is_bundle(Path(".")):
         return "."
     return str(default_bundle_dir())
+
+
+def bundle_settings(bundle_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """``{"in_channels": C, "num_classes": K}`` of a bundle's network, from its ``configs/inference.json``.
+
+    Raises:
+        InputError, FileNotFoundError: not a bundle (see :func:`resolve_bundle_dir`).
+    """
+    parser = ConfigParser()
+    parser.read_config(str(resolve_bundle_dir(bundle_dir) / "configs" / "inference.json"))
+    return {
+        "in_channels": int(parser.get_parsed_content("network_def#in_channels")),
+        "num_classes": int(parser.get_parsed_content("network_def#out_channels")),
+    }
 
 
 def run_bundle(
@@ -172,7 +187,7 @@ def segment_image(
     input's grid (same shape and affine).
 
     Args:
-        input: image (.nii or .nii.gz), 3-D or 4-D with one channel.
+        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last.
         output: label file to write (.nii or .nii.gz); must differ from ``input``.
         bundle_dir: the bundle folder (default :func:`default_bundle_dir`).
         overlap, sw_batch_size, progress: of the sliding-window inferer.
@@ -185,9 +200,9 @@ def segment_image(
         InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, or a bundle
             without ``models/model.pt``.
     """
-    check_nifti(input)
-    target = check_output_path(output, input)
     root = resolve_bundle_dir(bundle_dir)
+    check_nifti(input, channels=bundle_settings(root)["in_channels"])
+    target = check_output_path(output, input)
     if not (root / "models" / "model.pt").is_file():
         raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
     overrides: dict[str, Any] = {

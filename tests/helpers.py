@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -37,3 +38,48 @@ def write_crops(folder: Path) -> dict[str, Path]:
     nib.save(nib.Nifti1Image(tissue_labels(gm, wm)[BLOCK], shift), str(labels_path))
     paths["labels"] = labels_path
     return paths
+
+
+def write_msd_dataset(root: Path, modalities: list[str], labels: list[str], shape=(28, 32, 24), train=3, test=1):
+    """A small synthetic dataset in the exact MSD layout and dataset.json format: ``imagesTr/``, ``labelsTr/``,
+    ``imagesTs/`` (and ``labelsTs/`` for evaluation); with several modalities the images are 4-D, channels last.
+
+    Each class k > 0 is a box of its own brightness, so the labels are learnable from every channel.
+    """
+    rng = np.random.default_rng(len(modalities) * 10 + len(labels))
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    affine = np.diag([1.2, 1.0, 1.5, 1.0])
+
+    def case(name: str, images: str, labels_dir: str) -> None:
+        label = np.zeros(shape, np.uint8)
+        for k in range(1, len(labels)):
+            lo = [int(rng.integers(2, s // 2)) for s in shape]
+            label[tuple(slice(a, a + s // 3) for a, s in zip(lo, shape, strict=True))] = k
+        channels = [label * (20.0 + 10 * c) + rng.normal(100.0, 5.0, shape) for c in range(len(modalities))]
+        image = np.stack(channels, axis=-1) if len(modalities) > 1 else channels[0]
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), str(root / images / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / labels_dir / f"{name}.nii.gz"))
+
+    training = [f"case_{i:03d}" for i in range(train)]
+    testing = [f"case_{i:03d}" for i in range(train, train + test)]
+    for name in training:
+        case(name, "imagesTr", "labelsTr")
+    for name in testing:
+        case(name, "imagesTs", "labelsTs")
+    description = {
+        "name": "Synthetic",
+        "description": "boxes of distinct brightness",
+        "reference": "se-monai tests",
+        "licence": "CC-BY-SA 4.0",
+        "release": "1.0 22/11/2026",
+        "tensorImageSize": "4D" if len(modalities) > 1 else "3D",
+        "modality": {str(i): m for i, m in enumerate(modalities)},
+        "labels": {str(i): name for i, name in enumerate(labels)},
+        "numTraining": train,
+        "numTest": test,
+        "training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in training],
+        "test": [f"./imagesTs/{n}.nii.gz" for n in testing],
+    }
+    (root / "dataset.json").write_text(json.dumps(description, indent=4))
+    return root

@@ -19,7 +19,14 @@ LAYERS = [
     ("se_monai.bases",),
     ("se_monai.layers",),
     ("se_monai.networks",),
-    ("se_monai.data", "se_monai.io", "se_monai.metrics", "se_monai.workflows", "se_monai.reference"),
+    (
+        "se_monai.data",
+        "se_monai.io",
+        "se_monai.metrics",
+        "se_monai.workflows",
+        "se_monai.reference",
+        "se_monai.bundles",
+    ),
     ("se_monai.apps",),
     ("se_monai.cli",),
 ]

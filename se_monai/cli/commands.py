@@ -20,6 +20,7 @@ from se_monai.apps.demo import run_demo
 from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import disco
+from se_monai.bundles import training_bundle
 from se_monai.data import prepare_brain_tissue_dataset
 from se_monai.io import InputError
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
@@ -52,7 +53,7 @@ def segment(
     """Segment one NIfTI image with the bundle's SE-U-Net and write a label NIfTI (same shape and affine).
 
     Args:
-        input: image (.nii or .nii.gz), 3-D or 4-D with one channel.
+        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last.
         output: label file to write (.nii or .nii.gz); must differ from ``input``.
         bundle_dir: the bundle folder (default: the one shipped with se-monai).
         overlap: sliding-window overlap (0..1).
@@ -69,16 +70,18 @@ def segment(
 
 
 def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
-    """Train the bundle (configs/train.json) on an MSD-layout dataset.
+    """Train a bundle of your own on an MSD-layout dataset (made from the shipped bundle on first use).
 
     Args:
         dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
-        bundle_dir: bundle folder; the best checkpoint is written to ``<bundle_dir>/models/model.pt``.
+        bundle_dir: the bundle to train (required): created from the shipped one when it does not exist, with the
+            dataset's channels and classes; its best checkpoint is ``<bundle_dir>/models/model.pt``. The shipped
+            bundle is never trained.
         overrides: any train.json id, e.g. ``--epochs 10 --learning_rate 0.004``.
     """
-    if not (Path(dataset_dir) / "dataset.json").is_file():
-        raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
-    run_bundle(["train.json"], bundle_dir=resolve_bundle_dir(bundle_dir), dataset_dir=str(dataset_dir), **overrides)
+    root = training_bundle(dataset_dir, bundle_dir)
+    print(f"training the bundle {root}")
+    run_bundle(["train.json"], bundle_dir=root, dataset_dir=str(Path(dataset_dir).resolve()), **overrides)
 
 
 def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
