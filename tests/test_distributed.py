@@ -88,12 +88,14 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
         torch.testing.assert_close(init0[key], init1[key], rtol=0, atol=0, msg=key)
     weights = [k for k in final0 if k.endswith("weight") and final0[k].is_floating_point()]
     assert all(not torch.equal(final0[k], init0[k]) for k in weights)  # it trained
-    # the checkpoint is written once, by rank 0, without DDP's "module." prefix, equal to the final weights
-    assert sorted(p.name for p in ckpt.iterdir()) == ["model.pt"]
-    saved = torch.load(ckpt / "model.pt")
-    assert set(saved) == set(final0)
-    for key in final0:
-        torch.testing.assert_close(saved[key], final0[key], rtol=0, atol=0)
+    # the checkpoints (best by validation, and the final weights) are written once, by rank 0, without DDP's "module."
+    # prefix, equal to the final weights; the resumable training state is gone once the run completes
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.pt", "model_final.pt"]
+    for name in ("model.pt", "model_final.pt"):
+        saved = torch.load(ckpt / name)
+        assert set(saved) == set(final0)
+        for key in final0:
+            torch.testing.assert_close(saved[key], final0[key], rtol=0, atol=0)
     # the validation metric is reduced over the ranks (one subject each): both ranks' evaluators log the same values
     best = Counter(
         line.split("val_mean_dice: ")[1]

@@ -3,12 +3,17 @@ runs through monai.bundle with no architecture override; the shipped bundle is n
 
 import hashlib
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from helpers import write_msd_dataset
 from test_cli import run_cli
 
@@ -98,3 +103,53 @@ def test_training_never_writes_the_shipped_bundle(tmp_path, digest_before):
     done = run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(SHIPPED_BUNDLE))
     assert done.returncode == 2 and "train into a bundle of your own" in done.stderr
     assert shipped_digest() == digest_before
+
+
+def test_every_run_ends_with_weights_even_below_the_validation_interval(tmp_path):
+    dataset = write_msd_dataset(tmp_path / "d", ["MRI"], ["bg", "fg"], train=2, test=0)
+    bundle = tmp_path / "bundle"
+    args = ["--epochs", "2", "--val_interval", "5", "--num_workers", "0", "--num_samples", "1"]
+    assert run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), *args).returncode == 0
+    models = bundle / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt", "model_final.pt"]  # no training state left
+    for name in ("model.pt", "model_final.pt"):
+        assert any(key.endswith("basis") for key in torch.load(models / name, weights_only=True))
+
+
+def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
+    dataset = write_msd_dataset(tmp_path / "d", ["MRI"], ["bg", "fg"], train=2, test=0)
+    bundle = tmp_path / "bundle"
+    command = [
+        sys.executable,
+        "-m",
+        "se_monai.cli",
+        "train",
+        "--dataset_dir",
+        str(dataset),
+        "--bundle_dir",
+        str(bundle),
+        "--epochs",
+        "20",
+        "--val_interval",
+        "100",
+        "--num_workers",
+        "0",
+        "--num_samples",
+        "1",
+    ]
+    state = bundle / "models" / "training_state.pt"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = torch.load(state, weights_only=True)  # written atomically: whole, whenever the kill came
+    killed_after = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"]
+    assert 1 <= killed_after < 20
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming the training run of {state} after epoch {killed_after}" in done.stdout
+    epochs = [int(n) for n in re.findall(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", done.stdout)]
+    assert epochs == list(range(killed_after + 1, 21))
+    assert not state.exists() and (bundle / "models" / "model.pt").is_file()

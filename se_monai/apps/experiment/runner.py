@@ -63,10 +63,11 @@ def _train_overrides(
         crop = next(i for i, t in enumerate(random_transforms) if "Crop" in t["_target_"])
         random_transforms.insert(crop + 1, _augmentation(config))
     handlers = copy.deepcopy(parser.get("train#handlers"))
-    handlers = [h for h in handlers if h["_target_"] not in ("ValidationHandler", "TensorBoardStatsHandler")]
+    skipped = ("ValidationHandler", "TensorBoardStatsHandler")  # no validation: every run trains a fixed budget
+    handlers = [h for h in handlers if not h["_target_"].endswith(skipped)]
     handlers.append(
         {
-            "_target_": "CheckpointSaver",
+            "_target_": "se_monai.handlers.CheckpointSaver",
             "save_dir": "@ckpt_dir",
             "save_dict": {"model": "@network"},
             "save_final": True,
