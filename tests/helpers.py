@@ -40,11 +40,22 @@ def write_crops(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def write_msd_dataset(root: Path, modalities: list[str], labels: list[str], shape=(28, 32, 24), train=3, test=1):
+def write_msd_dataset(
+    root: Path,
+    modalities: list[str],
+    labels: list[str],
+    shape=(28, 32, 24),
+    train=3,
+    test=1,
+    label_dtype=np.uint8,
+    label_affine_error=0.0,
+):
     """A small synthetic dataset in the exact MSD layout and dataset.json format: ``imagesTr/``, ``labelsTr/``,
     ``imagesTs/`` (and ``labelsTs/`` for evaluation); with several modalities the images are 4-D, channels last.
 
-    Each class k > 0 is a box of its own brightness, so the labels are learnable from every channel.
+    Each class k > 0 is a box of its own brightness, so the labels are learnable from every channel. Quirks of real
+    archives on request: labels stored as ``label_dtype`` (e.g. float32), and label affines that differ from the
+    images' by ``label_affine_error`` (mm, float rounding in the archive's headers).
     """
     rng = np.random.default_rng(len(modalities) * 10 + len(labels))
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
@@ -59,7 +70,8 @@ def write_msd_dataset(root: Path, modalities: list[str], labels: list[str], shap
         channels = [label * (20.0 + 10 * c) + rng.normal(100.0, 5.0, shape) for c in range(len(modalities))]
         image = np.stack(channels, axis=-1) if len(modalities) > 1 else channels[0]
         nib.save(nib.Nifti1Image(image.astype(np.float32), affine), str(root / images / f"{name}.nii.gz"))
-        nib.save(nib.Nifti1Image(label, affine), str(root / labels_dir / f"{name}.nii.gz"))
+        label_affine = affine + label_affine_error * np.triu(np.ones((4, 4)), 1) * (np.arange(4) < 3)[:, None]
+        nib.save(nib.Nifti1Image(label.astype(label_dtype), label_affine), str(root / labels_dir / f"{name}.nii.gz"))
 
     training = [f"case_{i:03d}" for i in range(train)]
     testing = [f"case_{i:03d}" for i in range(train, train + test)]

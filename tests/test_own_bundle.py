@@ -153,3 +153,15 @@ def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
     epochs = [int(n) for n in re.findall(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", done.stdout)]
     assert epochs == list(range(killed_after + 1, 21))
     assert not state.exists() and (bundle / "models" / "model.pt").is_file()
+
+
+def test_archive_quirks_float_labels_and_rounded_label_geometry(tmp_path):
+    """As MSD archives come: labels stored as floats, label headers equal to the images' only up to rounding."""
+    dataset = write_msd_dataset(
+        tmp_path / "d", ["CT"], ["bg", "organ"], train=2, test=1, label_dtype=np.float32, label_affine_error=1e-3
+    )
+    bundle = tmp_path / "bundle"
+    done = run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), *SHORT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli("evaluate", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), "--num_workers", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
