@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from helpers import write_crops
 
@@ -129,3 +130,29 @@ def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):
     expected = steerable_basis(5, [1.0, 0.9, 0.81, 0.729], 3, "disco")
     torch.testing.assert_close(network.model[0].conv[0].conv.basis, expected)
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (BUNDLE / "configs").glob("*.json")))
+def test_configs_in_the_model_zoo_json_style(name):
+    """The model zoo's pre-commit pretty-format-json (4-space indent, keys in their order, ASCII)."""
+    text = (BUNDLE / "configs" / name).read_text()
+    assert text == json.dumps(json.loads(text), indent=4) + "\n"
+
+
+def test_network_in_and_out_as_the_model_zoo_verifies_them(tmp_path):
+    from monai.bundle import verify_net_in_out
+
+    config = str(BUNDLE / "configs" / "inference.json")
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        config_file=config,
+        bundle_root=str(BUNDLE),
+    )
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2  # metadata that does not fit the network
+    wrong = tmp_path / "metadata.json"
+    wrong.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="channel"):
+        verify_net_in_out(net_id="network_def", meta_file=str(wrong), config_file=config, bundle_root=str(BUNDLE))
+    assert (BUNDLE / "docs" / "data_license.txt").read_text().count("McGill") >= 2

@@ -87,6 +87,15 @@ def test_a_wrong_channel_count_is_one_line_naming_both(tmp_path):
     dataset = write_msd_dataset(tmp_path / "four", ["a", "b", "c", "d"], ["bg", "fg"], train=2, test=0)
     bundle = tmp_path / "bundle4"
     assert run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), *SHORT).returncode == 0
+    from monai.bundle import verify_net_in_out  # the model zoo's check of metadata against the network
+
+    configs = bundle / "configs"
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        bundle_root=str(bundle),
+    )
     three_d = write_msd_dataset(tmp_path / "one", ["a"], ["bg", "fg"], train=1, test=0) / "imagesTr" / "case_000.nii.gz"
     done = run_cli("segment", str(three_d), str(tmp_path / "seg.nii.gz"), "--bundle_dir", str(bundle))
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
