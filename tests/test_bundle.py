@@ -156,3 +156,21 @@ def test_network_in_and_out_as_the_model_zoo_verifies_them(tmp_path):
     with pytest.raises(ValueError, match="channel"):
         verify_net_in_out(net_id="network_def", meta_file=str(wrong), config_file=config, bundle_root=str(BUNDLE))
     assert (BUNDLE / "docs" / "data_license.txt").read_text().count("McGill") >= 2
+
+
+def test_docs_follow_the_model_zoo_template():
+    headings = [
+        line[3:].strip() for line in (BUNDLE / "docs" / "README.md").read_text().splitlines() if line[:3] == "## "
+    ]
+    template = [
+        "Model Overview",
+        "Data",
+        "Training configuration",
+        "Input",
+        "Output",
+        "Performance",
+        "MONAI Bundle Commands",
+        "References",
+        "License",
+    ]
+    assert set(template) <= set(headings)
