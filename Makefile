@@ -47,8 +47,19 @@ $(ML_VENV)/.installed: pyproject.toml .ci/constraints-monailabel.txt
 	$(ML_PIP) -e '.[test]'
 	touch $@
 
-test-monailabel: $(ML_VENV)/.installed
+# MONAI Label with the MONAI that `pip install monailabel==0.8.5` resolves (1.6.x), then with MONAI 1.5 put first on
+# the path (a copy of that one package, so both versions are tested in one environment).
+ML_MONAI15 := $(ML_VENV)/monai-1.5
+$(ML_MONAI15)/.installed: $(ML_VENV)/.installed
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(ML_VENV)/bin/python -m pip install --quiet \
+		--no-deps --target $(ML_MONAI15) monai==1.5.2
+	touch $@
+
+test-monailabel: $(ML_VENV)/.installed $(ML_MONAI15)/.installed
+	$(ML_VENV)/bin/python -c "import monai; print('MONAI', monai.__version__)"
 	$(ML_VENV)/bin/python -m pytest -m monailabel tests/test_monailabel.py
+	PYTHONPATH=$(ML_MONAI15) $(ML_VENV)/bin/python -c "import monai; print('MONAI', monai.__version__)"
+	PYTHONPATH=$(ML_MONAI15) $(ML_VENV)/bin/python -m pytest -m monailabel tests/test_monailabel.py
 
 # The scale-generalisation experiment (docs/results.md): about 2 hours on 2 CPU cores; resumable.
 experiment: setup
