@@ -44,7 +44,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A MONAI Label server with the monaibundle app, the se-monai bundle as a local bundle, one study."""
+    """A MONAI Label server with the monaibundle app, the se-monai bundle as a local bundle, three studies (two of
+    them labelled, for training)."""
     root = tmp_path_factory.mktemp("monailabel")
     app = root / "apps" / "monaibundle"
     done = subprocess.run(
@@ -59,8 +60,13 @@ def server(tmp_path_factory):
     shutil.copytree(bundle, app / "model" / BUNDLE_NAME, ignore=shutil.ignore_patterns("eval", "logs", "__pycache__"))
     studies = root / "studies"
     crops = write_crops(root / "crops")
-    studies.mkdir()
+    (studies / "labels" / "final").mkdir(parents=True)
     shutil.copy(crops["ras"], studies / "t1_crop.nii.gz")
+    # two labelled studies (the crop and a copy of it) for the train task, one for training, one for validation
+    shutil.copy(crops["ras"], studies / "t1_crop_b.nii.gz")
+    for name in ("t1_crop_b", "t1_crop_c"):
+        shutil.copy(crops["labels"], studies / "labels" / "final" / f"{name}.nii.gz")
+    shutil.copy(crops["ras"], studies / "t1_crop_c.nii.gz")
     port = _free_port()
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
@@ -86,7 +92,7 @@ def server(tmp_path_factory):
                 "false",
                 "--conf",
                 "skip_trainers",
-                "true",
+                "false",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -108,7 +114,7 @@ def server(tmp_path_factory):
                 if time.monotonic() > deadline:
                     pytest.fail("monailabel did not answer in 300 s:\n" + (root / "server.log").read_text()[-4000:])
                 time.sleep(2)
-            yield {"url": url, "root": root, "study": studies / "t1_crop.nii.gz"}
+            yield {"url": url, "root": root, "study": studies / "t1_crop.nii.gz", "bundle": app / "model" / BUNDLE_NAME}
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -153,3 +159,40 @@ def test_infer_returns_the_label_volume(server):
     dice = label_dice(values, reference, {"grey matter": 1, "white matter": 2})
     assert dice["grey matter"] > 0.75 and dice["white matter"] > 0.8, dice
     print(f"infer: {seconds:.1f} s, Dice {dice}")
+
+
+def _infer(server) -> np.ndarray:
+    import requests
+
+    response = requests.post(
+        f"{server['url']}/infer/{BUNDLE_NAME}", params={"image": "t1_crop", "output": "image"}, timeout=600
+    )
+    assert response.status_code == 200, response.text[:2000]
+    result = server["root"] / "result.nii.gz"
+    result.write_bytes(response.content)
+    return np.asarray(nib.load(str(result)).dataobj).round().astype(np.int64)
+
+
+def test_train_then_infer_uses_the_new_weights(server):
+    """POST /train with one epoch (below the bundle's validation interval) writes new weights, which infer then uses;
+    the se-monai bundle the app was copied from is not touched."""
+    import hashlib
+
+    import requests
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    model = server["bundle"] / "models" / "model.pt"
+    before, shipped = digest(model), digest(default_bundle_dir() / "models" / "model.pt")
+    labels_before = _infer(server)
+    params = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}
+    response = requests.post(
+        f"{server['url']}/train/{BUNDLE_NAME}", params={"run_sync": True}, json=params, timeout=900
+    )
+    assert response.status_code == 200, response.text[:2000]
+    assert digest(model) != before and (server["bundle"] / "models" / "model_final.pt").is_file()
+    assert digest(default_bundle_dir() / "models" / "model.pt") == shipped
+    labels_after = _infer(server)
+    assert labels_after.shape == labels_before.shape and set(np.unique(labels_after)) <= {0, 1, 2}
+    assert (labels_after != labels_before).any()  # the retrained weights segment differently
