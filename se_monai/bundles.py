@@ -4,52 +4,34 @@ its own, made from the shipped one, and never the shipped bundle.
 :func:`training_bundle` creates the bundle on first use: the shipped configs, docs and licence (no weights), with the
 input channels from ``dataset.json`` "modality" and the classes from its "labels" set in ``train.json`` and
 ``inference.json`` (so evaluation and inference need no override), the dataset folder as their default
-``dataset_dir``, and ``metadata.json`` describing the data (``network_data_format``, task, data source, version and
-changelog). A later run with the same folder checks that the bundle still fits the dataset.
+``dataset_dir``, the dataset's plan (:mod:`se_monai.fingerprint`: target spacing, patch size, intensity
+normalisation) in those configs and, with the fingerprint it came from, in ``fingerprint.json``, and ``metadata.json``
+describing the data (``network_data_format``, task, data source, version and changelog). A later run with the same
+folder checks that the bundle still fits the dataset.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from se_monai import __version__
+from se_monai.data import read_dataset
+from se_monai.fingerprint import dataset_fingerprint, plan
 from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
 from se_monai.workflows import SHIPPED_BUNDLE, bundle_settings, default_bundle_dir, resolve_bundle_dir
 
-__all__ = ["read_dataset", "create_bundle", "training_bundle"]
+__all__ = ["PLAN_FILE", "create_bundle", "training_bundle", "bundle_plan"]
 
+#: The dataset fingerprint and the plan derived from it, in a new bundle's folder.
+PLAN_FILE = "fingerprint.json"
 #: What a new bundle takes from the one it is made from (weights are trained anew).
 COPIED = ("configs", "docs", "LICENSE")
-
-
-def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``dataset.json`` of an MSD-layout dataset, checked for what a bundle needs.
-
-    Returns:
-        The parsed file, with "modality" ``{"0": name, ...}`` and "labels" ``{"0": name, ...}``.
-
-    Raises:
-        InputError: no ``dataset.json``, not JSON, or "modality"/"labels" missing or not numbered from "0".
-    """
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
-    try:
-        dataset = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a readable JSON file ({err})".splitlines()[0]) from err
-    for key in ("modality", "labels"):
-        entries = dataset.get(key)
-        if not isinstance(entries, dict) or not entries:
-            raise InputError(f'{path}: no "{key}" (expected e.g. {{"0": "..."}})')
-        if sorted(entries, key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(entries))]:
-            raise InputError(f'{path}: "{key}" must be numbered 0..{len(entries) - 1}, got {sorted(entries)}')
-    return dataset
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -57,11 +39,40 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
         partial.write_text(json.dumps(content, indent=4) + "\n")
 
 
-def _update_configs(root: Path, dataset_dir: Path, channels: int, classes: int) -> None:
-    for name in ("train.json", "inference.json"):
+def _planned_transforms(transforms: list[dict[str, Any]], values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The preprocessing ``transforms`` with the plan's intensity normalisation: for CT, a fixed clip-and-z-score
+    (``ScaleIntensityRanged`` mapping the clip range to its z-scores) instead of the per-image z-score, and no
+    cropping to the positive voxels (CT's background is negative)."""
+    if values["normalization"] != "ct":
+        return transforms
+    (low, high), mean, std = values["ct_range"], values["ct_mean"], values["ct_std"]
+    ct = {
+        "_target_": "ScaleIntensityRanged",
+        "keys": "image",
+        "a_min": low,
+        "a_max": high,
+        "b_min": (low - mean) / std,
+        "b_max": (high - mean) / std,
+        "clip": True,
+    }
+    kept = [t for t in transforms if t.get("_target_") != "CropForegroundd"]
+    return [ct if t.get("_target_") == "NormalizeIntensityd" else t for t in kept]
+
+
+def _update_configs(root: Path, dataset_dir: Path, channels: int, classes: int, values: dict[str, Any]) -> None:
+    for name, transforms in (
+        ("train.json", ("deterministic_transforms",)),
+        ("inference.json", ("preprocessing", "transforms")),
+    ):
         path = root / "configs" / name
         config = json.loads(path.read_text())
-        config.update(in_channels=channels, num_classes=classes, dataset_dir=str(dataset_dir))
+        config.update(in_channels=channels, num_classes=classes, dataset_dir=str(dataset_dir), pixdim=values["pixdim"])
+        if name == "train.json":
+            config["patch_size"] = values["patch_size"]
+        parent = config
+        for key in transforms[:-1]:
+            parent = parent[key]
+        parent[transforms[-1]] = _planned_transforms(parent[transforms[-1]], values)
         _write_json(path, config)
 
 
@@ -113,7 +124,11 @@ def create_bundle(
             elif (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
         (staging / "models").mkdir()
-        _update_configs(staging, dataset_dir, len(dataset["modality"]), len(dataset["labels"]))
+        strides = json.loads((staging / "configs" / "train.json").read_text())["network_def"].get("strides", [2, 2, 2])
+        fingerprint = dataset_fingerprint(dataset_dir)
+        values = plan(fingerprint, stride=math.prod(int(s) for s in strides))
+        _write_json(staging / PLAN_FILE, {"plan": values, "fingerprint": fingerprint})
+        _update_configs(staging, dataset_dir, len(dataset["modality"]), len(dataset["labels"]), values)
         _update_metadata(staging, dataset, dataset_dir)
         os.replace(staging, target)
     finally:
@@ -148,3 +163,9 @@ def training_bundle(dataset_dir: str | os.PathLike, bundle_dir: str | os.PathLik
         if settings[key] != value:
             raise InputError(f"{root}: made for {key} {settings[key]}, the dataset {dataset_dir} has {value}")
     return root
+
+
+def bundle_plan(bundle_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The plan a bundle was made with (:data:`PLAN_FILE`), or None for a bundle made otherwise."""
+    path = Path(bundle_dir) / PLAN_FILE
+    return json.loads(path.read_text())["plan"] if path.is_file() else None

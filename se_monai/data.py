@@ -17,6 +17,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from monai import transforms as mt
 from tqdm import tqdm
 
-from se_monai.io import is_nifti
+from se_monai.io import InputError, is_nifti
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "synthesis_transform",
     "list_nifti",
     "labelled_test_datalist",
+    "read_dataset",
     "prepare_brain_tissue_dataset",
 ]
 
@@ -246,3 +248,28 @@ def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str
     if not pairs:
         raise FileNotFoundError(f"{root}: no imagesTs/ file has a label of the same name in labelsTs/")
     return pairs
+
+
+def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``dataset.json`` of an MSD-layout dataset, checked for what a bundle needs.
+
+    Returns:
+        The parsed file, with "modality" ``{"0": name, ...}`` and "labels" ``{"0": name, ...}``.
+
+    Raises:
+        InputError: no ``dataset.json``, not JSON, or "modality"/"labels" missing or not numbered from "0".
+    """
+    path = Path(dataset_dir) / "dataset.json"
+    if not path.is_file():
+        raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
+    try:
+        dataset = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not a readable JSON file ({err})".splitlines()[0]) from err
+    for key in ("modality", "labels"):
+        entries = dataset.get(key)
+        if not isinstance(entries, dict) or not entries:
+            raise InputError(f'{path}: no "{key}" (expected e.g. {{"0": "..."}})')
+        if sorted(entries, key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(entries))]:
+            raise InputError(f'{path}: "{key}" must be numbered 0..{len(entries) - 1}, got {sorted(entries)}')
+    return dataset

@@ -49,25 +49,28 @@ def write_msd_dataset(
     test=1,
     label_dtype=np.uint8,
     label_affine_error=0.0,
+    spacing=(1.2, 1.0, 1.5),
+    background=100.0,
 ):
     """A small synthetic dataset in the exact MSD layout and dataset.json format: ``imagesTr/``, ``labelsTr/``,
     ``imagesTs/`` (and ``labelsTs/`` for evaluation); with several modalities the images are 4-D, channels last.
 
     Each class k > 0 is a box of its own brightness, so the labels are learnable from every channel. Quirks of real
     archives on request: labels stored as ``label_dtype`` (e.g. float32), and label affines that differ from the
-    images' by ``label_affine_error`` (mm, float rounding in the archive's headers).
+    images' by ``label_affine_error`` (mm, float rounding in the archive's headers). ``spacing`` (mm) and the
+    ``background`` intensity (e.g. -1000 for CT-like data) are those of every case.
     """
     rng = np.random.default_rng(len(modalities) * 10 + len(labels))
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    affine = np.diag([1.2, 1.0, 1.5, 1.0])
+    affine = np.diag([*spacing, 1.0])
 
     def case(name: str, images: str, labels_dir: str) -> None:
         label = np.zeros(shape, np.uint8)
         for k in range(1, len(labels)):
             lo = [int(rng.integers(2, s // 2)) for s in shape]
             label[tuple(slice(a, a + s // 3) for a, s in zip(lo, shape, strict=True))] = k
-        channels = [label * (20.0 + 10 * c) + rng.normal(100.0, 5.0, shape) for c in range(len(modalities))]
+        channels = [label * (20.0 + 10 * c) + rng.normal(background, 5.0, shape) for c in range(len(modalities))]
         image = np.stack(channels, axis=-1) if len(modalities) > 1 else channels[0]
         nib.save(nib.Nifti1Image(image.astype(np.float32), affine), str(root / images / f"{name}.nii.gz"))
         label_affine = affine + label_affine_error * np.triu(np.ones((4, 4)), 1) * (np.arange(4) < 3)[:, None]

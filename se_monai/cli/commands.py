@@ -20,8 +20,9 @@ from se_monai.apps.demo import run_demo
 from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import disco
-from se_monai.bundles import training_bundle
+from se_monai.bundles import bundle_plan, training_bundle
 from se_monai.data import prepare_brain_tissue_dataset
+from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
@@ -81,6 +82,9 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
     """
     root = training_bundle(dataset_dir, bundle_dir)
     print(f"training the bundle {root}")
+    values = bundle_plan(root)
+    if values is not None:
+        print(describe_plan(values) + " (explicit overrides win)")
     run_bundle(["train.json"], bundle_dir=root, dataset_dir=str(Path(dataset_dir).resolve()), **overrides)
 
 
