@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import torch
+from test_cli import run_cli
 
 from se_monai.apps import bench
 from se_monai.networks import SEUNet
@@ -46,6 +47,8 @@ def test_cli_json_and_bad_size():
             "False",
             "--volume",
             "False",
+            "--memory",
+            "False",
             "--json",
         ],
         capture_output=True,
@@ -55,14 +58,13 @@ def test_cli_json_and_bad_size():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["config"]["size"] == 16 and "ratios" in report
-    bad = subprocess.run(
-        [sys.executable, "-m", "se_monai.cli", "bench", "--size", "30"], capture_output=True, text=True, timeout=120
-    )
+    assert all(m["peak_mb"] is None for m in report["models"].values())  # --memory False: no fresh processes
+    bad = run_cli("bench", "--size", "30")
     assert bad.returncode == 2 and "divisible by 8" in bad.stderr
 
 
 def test_autocast_row_computes_the_same_segmentation():
-    report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, amp=True)
+    report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, amp=True, memory=False)
     assert "SEUNet autocast bf16" in report["models"]
     assert report["ratios"]["train_step SEUNet / SEUNet autocast bf16"] > 0
     se = SEUNet(in_channels=4, out_channels=3).eval()

@@ -118,6 +118,11 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _step_memory(dev: torch.device, spec: dict[str, Any]) -> dict[str, Any]:
+    """One training step's memory: in this process on CUDA, in a fresh process on CPU (a clean peak RSS)."""
+    return _train_step_memory(**spec) if dev.type == "cuda" else _in_fresh_process("memory", **spec)
+
+
 def benchmark_models(
     size: int = 64,
     in_channels: int = 4,
@@ -127,6 +132,7 @@ def benchmark_models(
     warmup: int = 2,
     device: str = "cpu",
     amp: bool = False,
+    memory: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
 
@@ -136,6 +142,7 @@ def benchmark_models(
         repeats, warmup: timed and untimed repeats; times are medians over ``repeats``.
         device: torch device.
         amp: also time SEUNet under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
+        memory: measure ``peak_mb`` (on CPU one fresh process per model, seconds each); else it is None.
 
     Returns:
         ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``; ``peak_mb`` is the memory one
@@ -171,7 +178,7 @@ def benchmark_models(
                 times[name]["train_step_s"].append(t_step)
     results = {}
     for name, model in models.items():
-        memory = {
+        spec = {
             "model": name,
             "size": size,
             "in_channels": in_channels,
@@ -182,9 +189,7 @@ def benchmark_models(
             "params": float(sum(p.numel() for p in model.parameters())),
             "forward_s": statistics.median(times[name]["forward_s"]),
             "train_step_s": statistics.median(times[name]["train_step_s"]),
-            "peak_mb": (_train_step_memory(**memory) if dev.type == "cuda" else _in_fresh_process("memory", **memory))[
-                "peak_mb"
-            ],
+            "peak_mb": _step_memory(dev, spec)["peak_mb"] if memory else None,
         }
     return results
 
@@ -266,6 +271,7 @@ def run(
     layers: bool = True,
     volume: bool = True,
     amp: bool = False,
+    memory: bool = True,
 ) -> dict[str, Any]:
     """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
     if threads:
@@ -278,7 +284,7 @@ def run(
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
-        "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp),
+        "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp, memory=memory),
     }
     models = report["models"]
     se, ref = models["SEUNet"], models["SEUNet reference"]

@@ -159,6 +159,7 @@ def bench(
     layers: bool = True,
     volume: bool = True,
     amp: bool = False,
+    memory: bool = True,
     json: bool = False,
 ) -> None:
     """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.apps.bench).
@@ -171,12 +172,13 @@ def bench(
         layers: include the per-layer forward breakdown.
         volume: include whole-volume sliding-window inference of the ICBM152 T1 at 1 mm.
         amp: also time SEUNet under autocast (bfloat16 on CPU, float16 on CUDA).
+        memory: measure each model's training-step memory (on CPU in a fresh process per model).
         json: print JSON instead of tables.
     """
     if int(size) % 8:
         raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
     report = benchmark.run(
-        size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume, amp=amp
+        size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume, amp=amp, memory=memory
     )
     print(jsonlib.dumps(report, indent=2) if json else benchmark.format_table(report))
 
