@@ -1,11 +1,11 @@
 """Ignite handlers for the bundle's workflows, so that no training run loses its weights.
 
 - :class:`CheckpointSaver`: MONAI's, with every file written to a temporary name and renamed into place (readable like
-  any other file), so a killed run never leaves a truncated ``model.pt``.
+  any other file), so a killed run never leaves a truncated ``model.pt``, and with its best score in its state.
 - :class:`ValidationHandler`: MONAI's, which also validates once when training ends on an epoch its interval skipped:
   every run ends validated, so the best-by-validation checkpoint always exists.
-- :class:`TrainingState`: model, optimizer, scheduler and trainer saved after every epoch and loaded when a run
-  starts, so the same command continues a killed run; removed when the run completes.
+- :class:`TrainingState`: model, optimizer, scheduler, best-checkpoint record and trainer saved after every epoch and
+  loaded when a run starts, so the same command continues a killed run; removed when the run completes.
 """
 
 from __future__ import annotations
@@ -46,17 +46,29 @@ class _AtomicSave(BaseSaveHandler):
             torch.save(checkpoint, partial)
 
     def remove(self, filename: str) -> None:
-        self.disk.remove(filename)
+        if getattr(self.disk, "filename", None) is None:
+            self.disk.remove(filename)
+        # a fixed file name is replaced by the save that follows, atomically: removing it first would leave a moment
+        # without any checkpoint
 
 
 class CheckpointSaver(MonaiCheckpointSaver):
-    """``monai.handlers.CheckpointSaver`` (same arguments) whose checkpoints are written atomically."""
+    """``monai.handlers.CheckpointSaver`` (same arguments) whose checkpoints are written atomically, and whose best
+    key metric so far is part of :meth:`state_dict`, so that a resumed run keeps its best checkpoint."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for value in vars(self).values():
             if isinstance(value, Checkpoint) and isinstance(value.save_handler, DiskSaver):
                 value.save_handler = _AtomicSave(value.save_handler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The key-metric checkpoint's record of what it saved (ignite's ``Checkpoint.state_dict``), or ``{}``;
+        ``load_state_dict`` (MONAI's) restores it."""
+        for value in vars(self).values():
+            if isinstance(value, Checkpoint) and value.score_name == "key_metric":
+                return value.state_dict()
+        return {}
 
 
 class ValidationHandler(MonaiValidationHandler):

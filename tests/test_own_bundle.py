@@ -155,6 +155,7 @@ def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
     process.wait()
     saved = torch.load(state, weights_only=True)  # written atomically: whole, whenever the kill came
     killed_after = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"]
+    assert set(saved) == {"model", "optimizer", "lr_scheduler", "checkpointer", "trainer"}
     assert 1 <= killed_after < 20
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
