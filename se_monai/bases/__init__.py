@@ -112,4 +112,4 @@ class BasisSpec:
 
     def layer_arguments(self) -> dict[str, object]:
         """The fields as keyword arguments of the SE convolutions: ``SESConv_Z3_H(c, c2, **spec.layer_arguments())``."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return dataclasses.asdict(self)

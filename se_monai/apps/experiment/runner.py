@@ -65,15 +65,9 @@ def _train_overrides(
     handlers = copy.deepcopy(parser.get("train#handlers"))
     skipped = ("ValidationHandler", "TensorBoardStatsHandler")  # no validation: every run trains a fixed budget
     handlers = [h for h in handlers if not h["_target_"].endswith(skipped)]
-    handlers.append(
-        {
-            "_target_": "se_monai.handlers.CheckpointSaver",
-            "save_dir": "@ckpt_dir",
-            "save_dict": {"model": "@network"},
-            "save_final": True,
-            "final_filename": "model.pt",
-        }
-    )
+    for handler in handlers:  # without validation, the run's model is its final weights
+        if handler["_target_"].endswith("CheckpointSaver") and handler.get("save_final"):
+            handler["final_filename"] = "model.pt"
     final_factor = float(config.get("final_lr_factor", 0.95**20))
     overrides = {
         "dataset_dir": str(config["dataset_dir"]),
