@@ -56,6 +56,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
                 ],
                 "finalize": [
                     "$torch.save(@network_def.state_dict(), os.path.join(@output_dir, f'final{dist.get_rank()}.pt'))",
+                    "$dist.barrier()",
                     "$dist.destroy_process_group()",
                 ],
             }
