@@ -13,14 +13,15 @@ from se_monai.networks import SEUNet
 SMALL = {"channels": (4, 8, 8), "strides": (2, 2), "kernel_size": 3, "up_kernel_size": 3}
 
 
-def test_paper_configuration():
-    net = SEUNet(in_channels=4, out_channels=1)
+@pytest.mark.parametrize("preset,basis", [("paper", "multi"), ("default", "disco")])
+def test_paper_configuration(preset, basis):
+    net = (SEUNet.paper if preset == "paper" else SEUNet)(in_channels=4, out_channels=1)
     n = sum(p.numel() for p in net.parameters())
     assert 70_000 < n < 80_000, n  # the paper: about 75 k parameters
     lifts = [m for m in net.modules() if isinstance(m, SESConv_Z3_H)]
     groups = [m for m in net.modules() if isinstance(m, SESConv_H_H)]
     assert len(lifts) == 2  # first subunit and residual path of the top down block
-    assert all(m.basis_type == "multi" and m.kernel_size == 5 and m.effective_size == 3 for m in lifts + groups)
+    assert all(m.basis_type == basis and m.kernel_size == 5 and m.effective_size == 3 for m in lifts + groups)
     assert lifts[0].scales == pytest.approx([1.0, 0.9, 0.81, 0.729])
     assert sum(m.transposed for m in groups) == 3
     assert isinstance(net.model[2][-1], SESProjection_H_Z3)
