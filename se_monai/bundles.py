@@ -3,7 +3,8 @@ its own, made from the shipped one, and never the shipped bundle.
 
 :func:`training_bundle` creates the bundle on first use: the shipped configs, docs and licence (no weights), with the
 input channels from ``dataset.json`` "modality" and the classes from its "labels" set in ``train.json`` and
-``inference.json`` (so evaluation and inference need no override), the dataset folder as their default
+``inference.json`` (so evaluation and inference need no override; no plausibility ranges, which belong to the
+shipped model's task: :mod:`se_monai.plausibility`), the dataset folder as their default
 ``dataset_dir``, the dataset's plan (:mod:`se_monai.fingerprint`: target spacing, patch size, intensity
 normalisation) in those configs and, with the fingerprint it came from, in ``fingerprint.json``, and ``metadata.json``
 describing the data (``network_data_format``, task, data source, version and changelog). A later run with the same
@@ -59,7 +60,8 @@ def _planned_transforms(transforms: list[dict[str, Any]], values: dict[str, Any]
     return [ct if t.get("_target_") == "NormalizeIntensityd" else t for t in kept]
 
 
-def _update_configs(root: Path, dataset_dir: Path, channels: int, classes: int, values: dict[str, Any]) -> None:
+def _update_configs(root: Path, dataset_dir: Path, dataset: dict[str, Any], values: dict[str, Any]) -> None:
+    channels, classes = len(dataset["modality"]), len(dataset["labels"])
     for name, transforms in (
         ("train.json", ("deterministic_transforms",)),
         ("inference.json", ("preprocessing", "transforms")),
@@ -69,6 +71,8 @@ def _update_configs(root: Path, dataset_dir: Path, channels: int, classes: int, 
         config.update(in_channels=channels, num_classes=classes, dataset_dir=str(dataset_dir), pixdim=values["pixdim"])
         if name == "train.json":
             config["patch_size"] = values["patch_size"]
+        else:  # the classes' names; the shipped model's plausible tissue volumes do not apply to the new task
+            config.update(class_names=dict(dataset["labels"]), plausibility={})
         parent = config
         for key in transforms[:-1]:
             parent = parent[key]
@@ -128,7 +132,7 @@ def create_bundle(
         fingerprint = dataset_fingerprint(dataset_dir)
         values = plan(fingerprint, stride=math.prod(int(s) for s in strides))
         _write_json(staging / PLAN_FILE, {"plan": values, "fingerprint": fingerprint})
-        _update_configs(staging, dataset_dir, len(dataset["modality"]), len(dataset["labels"]), values)
+        _update_configs(staging, dataset_dir, dataset, values)
         _update_metadata(staging, dataset, dataset_dir)
         os.replace(staging, target)
     finally:

@@ -19,6 +19,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
+from se_monai.plausibility import ACTIONS, ImplausibleSegmentation
 
 __all__ = [
     "BUNDLE_ENV",
@@ -182,6 +183,7 @@ def segment_image(
     sw_batch_size: int = 1,
     device: str | None = None,
     progress: bool = True,
+    plausibility: str = "warn",
 ) -> Path:
     """Segment one NIfTI image with the bundle's ``inference.json`` and write the label NIfTI atomically, on the
     input's grid (same shape and affine).
@@ -192,14 +194,19 @@ def segment_image(
         bundle_dir: the bundle folder (default :func:`default_bundle_dir`).
         overlap, sw_batch_size, progress: of the sliding-window inferer.
         device: "cpu", "cuda", ... (default: the config's, CUDA if available).
+        plausibility: what to do when the tissue volumes are outside the bundle's ranges
+            (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
 
     Returns:
         The path written.
 
     Raises:
-        InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, or a bundle
-            without ``models/model.pt``.
+        InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, a bundle
+            without ``models/model.pt``, or an unknown ``plausibility``.
+        ImplausibleSegmentation: with ``plausibility="raise"``; nothing is written.
     """
+    if plausibility not in ACTIONS:
+        raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")
     root = resolve_bundle_dir(bundle_dir)
     check_nifti(input, channels=bundle_settings(root)["in_channels"])
     target = check_output_path(output, input)
@@ -210,7 +217,8 @@ def segment_image(
         "inferer#overlap": float(overlap),
         "inferer#sw_batch_size": int(sw_batch_size),
         "inferer#progress": bool(progress),
-        "postprocessing#transforms#3#output_ext": ".nii.gz" if target.name.endswith(".gz") else ".nii",
+        "plausibility_action": plausibility,
+        "output_ext": ".nii.gz" if target.name.endswith(".gz") else ".nii",
     }
     if device is not None:
         overrides["device"] = f"$torch.device('{device}')"
@@ -218,7 +226,13 @@ def segment_image(
         atomic_write(target) as partial,
         tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=target.parent) as staging,
     ):
-        run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
+        try:
+            run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
+        except RuntimeError as err:  # MONAI's Compose wraps what a transform raises
+            cause = err
+            while cause is not None and not isinstance(cause, ImplausibleSegmentation):
+                cause = cause.__cause__
+            raise cause or err from None
         written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
         if len(written) != 1:
             raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")

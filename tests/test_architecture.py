@@ -23,6 +23,7 @@ LAYERS = [
     (
         "se_monai.data",
         "se_monai.io",
+        "se_monai.plausibility",
         "se_monai.metrics",
         "se_monai.workflows",
         "se_monai.reference",

@@ -50,6 +50,7 @@ def segment(
     sw_batch_size: int = 1,
     device: str | None = None,
     progress: bool = True,
+    plausibility: str = "warn",
 ) -> str:
     """Segment one NIfTI image with the bundle's SE-U-Net and write a label NIfTI (same shape and affine).
 
@@ -61,11 +62,13 @@ def segment(
         sw_batch_size: windows per forward pass.
         device: "cpu", "cuda", ... (default: CUDA if available).
         progress: show the sliding-window progress bar.
+        plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
+            contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
 
     Returns:
         The path written.
     """
-    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress)
+    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility)
     print(f"segmentation written to {target}")
     return str(target)
 

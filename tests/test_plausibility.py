@@ -1,0 +1,98 @@
+"""Plausibility of a segmentation (se_monai.plausibility): class volumes in mL, the bundle's ranges, and the one line
+(or the refusal) an input outside the model's domain gets."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from helpers import write_crops
+from monai.data import MetaTensor
+from test_cli import run_cli
+
+from se_monai.plausibility import CheckPlausibilityd, ImplausibleSegmentation, check_volumes, class_volumes
+from se_monai.workflows import SHIPPED_BUNDLE
+
+NAMES = {"0": "other", "1": "grey matter", "2": "white matter"}
+RULES = {"volume_ml": {"grey matter + white matter": [1.0, 2.0]}, "ratio": {"grey matter / white matter": [0.5, 2.0]}}
+
+
+def labels_with(counts: dict[int, int], shape=(20, 20, 20)) -> np.ndarray:
+    values = np.concatenate([np.full(n, k) for k, n in counts.items()])
+    flat = np.zeros(int(np.prod(shape)), np.uint8)
+    flat[: values.size] = values
+    return np.random.default_rng(0).permutation(flat).reshape(shape)
+
+
+def test_class_volumes_are_counts_times_the_voxel_volume():
+    labels = labels_with({1: 1000, 2: 600})
+    affine = np.diag([1.5, 1.0, 2.0, 1.0]) @ np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    volumes = class_volumes(torch.as_tensor(labels)[None], affine, NAMES)  # axes swapped: |det| still 3 mm^3
+    assert volumes == pytest.approx({"other": (8000 - 1600) * 3e-3, "grey matter": 3.0, "white matter": 1.8})
+
+
+def test_rules_name_what_they_break():
+    assert check_volumes({"grey matter": 0.9, "white matter": 0.6}, RULES) == []
+    broken = check_volumes({"grey matter": 3.0, "white matter": 0.5}, RULES)
+    assert broken == [
+        "grey matter + white matter 4 mL is outside 1-2 mL",
+        "grey matter / white matter is 6.00, outside 0.5-2",
+    ]
+    assert check_volumes({"grey matter": 1.0, "white matter": 0.0}, RULES)[-1].endswith("is inf, outside 0.5-2")
+    with pytest.raises(ValueError, match="unknown classes"):
+        check_volumes({"grey matter": 1.0}, RULES)
+
+
+def test_transform_warns_raises_or_stays_off(caplog):
+    labels = MetaTensor(torch.as_tensor(labels_with({1: 3000, 2: 500}))[None], affine=torch.eye(4))
+    labels.meta["filename_or_obj"] = "/data/head.nii.gz"
+    data = {"pred": labels}
+    assert CheckPlausibilityd("pred", NAMES, RULES)(data)["pred"] is labels  # warns, passes the labels on
+    assert caplog.messages == [
+        "/data/head.nii.gz: implausible segmentation: grey matter + white matter 4 mL is outside 1-2 mL; "
+        "grey matter / white matter is 6.00, outside 0.5-2"
+    ]
+    with pytest.raises(ImplausibleSegmentation) as raised:
+        CheckPlausibilityd("pred", NAMES, {**RULES, "hint": "expects a brain"}, action="raise")(data)
+    assert str(raised.value) == caplog.messages[0] + " (expects a brain)"
+    caplog.clear()
+    CheckPlausibilityd("pred", NAMES, RULES, action="off")(data)
+    CheckPlausibilityd("pred", NAMES, {})(data)  # a bundle without ranges checks nothing
+    assert caplog.messages == []
+    with pytest.raises(ValueError, match="action"):
+        CheckPlausibilityd("pred", NAMES, RULES, action="strict")
+
+
+@pytest.fixture(scope="module")
+def strict_bundle(tmp_path_factory):
+    """The shipped bundle with ranges no brain crop meets (so the refusal path runs on a small real crop)."""
+    root = tmp_path_factory.mktemp("strict") / "bundle"
+    shutil.copytree(SHIPPED_BUNDLE / "configs", root / "configs")
+    (root / "models").mkdir()
+    (root / "models" / "model.pt").symlink_to(SHIPPED_BUNDLE / "models" / "model.pt")
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    config["plausibility"]["volume_ml"] = {"grey matter + white matter": [5000, 6000]}
+    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
+    return root
+
+
+def test_segment_warns_in_one_line_or_refuses_without_output(strict_bundle, tmp_path):
+    crop = write_crops(tmp_path / "in")["ras"]
+    out = tmp_path / "seg.nii.gz"
+    done = run_cli("segment", str(crop), str(out), "--bundle_dir", str(strict_bundle), "--progress", "False")
+    assert done.returncode == 0 and out.is_file()
+    warned = [line for line in (done.stdout + done.stderr).splitlines() if "implausible segmentation" in line]
+    assert len(warned) == 1 and f"{crop}: implausible segmentation: grey matter + white matter" in warned[0]
+    assert "outside 5000-6000 mL" in warned[0] and "skull-stripped T1-weighted brain" in warned[0]
+    seg = np.asarray(nib.load(str(out)).dataobj)
+    assert 0 < np.isin(seg, (1, 2)).sum() / 1000 < 5000  # the volume the line reports is the written one's
+
+    refused = tmp_path / "refused.nii.gz"
+    args = ["--bundle_dir", str(strict_bundle), "--plausibility", "raise", "--progress", "False"]
+    done = run_cli("segment", str(crop), str(refused), *args)
+    assert done.returncode == 2 and not refused.exists() and not list(tmp_path.glob(".se-monai-*"))
+    assert done.stderr.strip().splitlines()[-1].startswith(f"se-monai: error: {crop}: implausible segmentation")
+    done = run_cli("segment", str(crop), str(refused), "--plausibility", "loud")
+    assert done.returncode == 2 and "expected one of warn, raise, off" in done.stderr and not refused.exists()
