@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai import transforms as mt
+from scipy import ndimage
 from tqdm import tqdm
 
 from se_monai.io import InputError, is_nifti
@@ -33,6 +34,8 @@ __all__ = [
     "icbm152_paths",
     "tissue_labels",
     "load_icbm152",
+    "add_head",
+    "HEAD_SHELLS",
     "synthesis_transform",
     "list_nifti",
     "labelled_test_datalist",
@@ -273,3 +276,28 @@ def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
         if sorted(entries, key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(entries))]:
             raise InputError(f'{path}: "{key}" must be numbered 0..{len(entries) - 1}, got {sorted(entries)}')
     return dataset
+
+
+#: Shells around the brain's hull, outwards (thickness in voxels of 1 mm, T1 intensity on the template's 0-255
+#: scale): CSF, skull inner table, diploe (marrow), outer table, muscle, subcutaneous fat (scalp).
+HEAD_SHELLS = ((3, 40.0), (2, 15.0), (3, 120.0), (2, 15.0), (3, 90.0), (4, 230.0))
+
+
+def add_head(t1: np.ndarray, affine: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A skull-stripped T1 (zero outside the brain, 1 mm voxels) with a head put back around it: CSF in the sulci,
+    and shells of CSF, skull and scalp around the brain's hull (:data:`HEAD_SHELLS`), plus noise (sd 2), in a field
+    of view padded by their thickness. Returns the image (float32) and its affine. An input the shipped model was not
+    trained for, to test that it is flagged (:mod:`se_monai.plausibility`)."""
+    pad = sum(t for t, _ in HEAD_SHELLS) + 4
+    brain = np.pad(t1, pad)
+    hull = ndimage.binary_fill_holes(ndimage.binary_closing(brain > 0, np.ones((7, 7, 7)), iterations=2))
+    head = np.where(hull & (brain <= 0), HEAD_SHELLS[0][1], brain)
+    distance = ndimage.distance_transform_edt(~hull)
+    inner = 0.0
+    for thickness, value in HEAD_SHELLS:
+        head[(distance > inner) & (distance <= inner + thickness)] = value
+        inner += thickness
+    shifted = affine.copy()
+    shifted[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
+    noise = np.random.default_rng(seed).normal(0.0, 2.0, head.shape)
+    return np.clip(head + noise, 0, None).astype(np.float32), shifted

@@ -98,29 +98,3 @@ def write_msd_dataset(
     }
     (root / "dataset.json").write_text(json.dumps(description, indent=4))
     return root
-
-
-#: Shells around the brain's hull, outwards (thickness in voxels of 1 mm, T1 intensity on the template's 0-255
-#: scale): CSF, skull inner table, diploe (marrow), outer table, muscle, subcutaneous fat (scalp).
-HEAD_SHELLS = ((3, 40.0), (2, 15.0), (3, 120.0), (2, 15.0), (3, 90.0), (4, 230.0))
-
-
-def skull_on(t1: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The skull-stripped template T1 with a head put back around it: CSF in the sulci and shells of CSF, skull and
-    scalp around the brain's hull (:data:`HEAD_SHELLS`), in a field of view padded by their thickness. Returns the
-    image and its affine (1 mm voxels)."""
-    from scipy import ndimage
-
-    pad = sum(t for t, _ in HEAD_SHELLS) + 4
-    brain = np.pad(t1, pad)
-    hull = ndimage.binary_fill_holes(ndimage.binary_closing(brain > 0, np.ones((7, 7, 7)), iterations=2))
-    head = np.where(hull & (brain <= 0), HEAD_SHELLS[0][1], brain)
-    distance = ndimage.distance_transform_edt(~hull)
-    inner = 0.0
-    for thickness, value in HEAD_SHELLS:
-        head[(distance > inner) & (distance <= inner + thickness)] = value
-        inner += thickness
-    shifted = affine.copy()
-    shifted[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
-    noise = np.random.default_rng(0).normal(0.0, 2.0, head.shape)
-    return np.clip(head + noise, 0, None).astype(np.float32), shifted

@@ -9,6 +9,8 @@ import torch
 from monai.data import load_decathlon_datalist
 
 from se_monai.data import (
+    HEAD_SHELLS,
+    add_head,
     icbm152_paths,
     labelled_test_datalist,
     list_nifti,
@@ -74,3 +76,23 @@ def test_list_nifti_errors(tmp_path):
         list_nifti(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no NIfTI"):
         list_nifti(tmp_path)
+
+
+def test_add_head_puts_csf_skull_and_scalp_around_the_brain():
+    grid = np.indices((40, 40, 40)) - 19.5
+    brain = np.where((grid**2).sum(0) < 15**2, 150.0, 0.0).astype(np.float32)  # a ball of radius 15 voxels
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    head, head_affine = add_head(brain, affine)
+    pad = sum(t for t, _ in HEAD_SHELLS) + 4
+    assert head.shape == (40 + 2 * pad,) * 3
+    np.testing.assert_allclose(head_affine[:3, 3], -pad)  # the brain keeps its world position
+    inside = head[pad:-pad, pad:-pad, pad:-pad]
+    assert np.abs(inside[brain > 0] - 150.0).max() < 12  # the brain, plus noise of sd 2
+    centre = 19.5 + pad
+    profile = head[int(centre), int(centre), int(centre) :]  # from the centre outwards along one axis
+    radius = 15.0
+    for thickness, value in HEAD_SHELLS:
+        middle = int(centre + radius + thickness / 2) - int(centre)
+        assert abs(profile[middle] - value) < 12, (middle, profile[middle], value)
+        radius += thickness
+    assert profile[-1] < 10  # air outside the scalp
