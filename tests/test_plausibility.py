@@ -12,6 +12,7 @@ from helpers import write_crops
 from monai.data import MetaTensor
 from test_cli import run_cli
 
+from se_monai.data import add_head, load_icbm152
 from se_monai.plausibility import CheckPlausibilityd, ImplausibleSegmentation, check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE
 
@@ -96,3 +97,22 @@ def test_segment_warns_in_one_line_or_refuses_without_output(strict_bundle, tmp_
     assert done.stderr.strip().splitlines()[-1].startswith(f"se-monai: error: {crop}: implausible segmentation")
     done = run_cli("segment", str(crop), str(refused), "--plausibility", "loud")
     assert done.returncode == 2 and "expected one of warn, raise, off" in done.stderr and not refused.exists()
+
+
+@pytest.mark.slow
+def test_shipped_model_flags_a_head_and_an_inverted_contrast_but_not_the_real_t1(tmp_path):
+    """The whole 1 mm template (about a minute per case on 2 cores): the real skull-stripped T1 passes the shipped
+    ranges; the same brain with a head around it (se_monai.data.add_head) and with its contrast inverted do not."""
+    t1, _, _, affine = load_icbm152()
+    head, head_affine = add_head(t1, affine)
+    cases = {
+        "t1": (t1, affine, False),
+        "inverted": (np.where(t1 > 0, t1.max() - t1, 0).astype(np.float32), affine, True),
+        "head": (head, head_affine, True),
+    }
+    for name, (image, image_affine, implausible) in cases.items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(image, image_affine), str(path))
+        done = run_cli("segment", str(path), str(tmp_path / f"{name}_seg.nii.gz"), "--plausibility", "raise")
+        assert done.returncode == (2 if implausible else 0), (name, done.stderr[-2000:])
+        assert ("implausible segmentation" in done.stderr) == implausible, name
