@@ -13,9 +13,9 @@ from se_monai.networks import SEUNet
 SMALL = {"channels": (4, 8, 8), "strides": (2, 2), "kernel_size": 3, "up_kernel_size": 3}
 
 
-@pytest.mark.parametrize("preset,basis", [("paper", "multi"), ("default", "disco")])
+@pytest.mark.parametrize("preset,basis", [("default", "multi"), ("equivariant", "disco")])
 def test_paper_configuration(preset, basis):
-    net = (SEUNet.paper if preset == "paper" else SEUNet)(in_channels=4, out_channels=1)
+    net = (SEUNet.equivariant if preset == "equivariant" else SEUNet)(in_channels=4, out_channels=1)
     n = sum(p.numel() for p in net.parameters())
     assert 70_000 < n < 80_000, n  # the paper: about 75 k parameters
     lifts = [m for m in net.modules() if isinstance(m, SESConv_Z3_H)]
