@@ -35,7 +35,9 @@ __all__ = [
     "tissue_labels",
     "load_icbm152",
     "add_head",
+    "head_shell_labels",
     "HEAD_SHELLS",
+    "HEAD_PAD",
     "synthesis_transform",
     "list_nifti",
     "labelled_test_datalist",
@@ -281,23 +283,37 @@ def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
 #: Shells around the brain's hull, outwards (thickness in voxels of 1 mm, T1 intensity on the template's 0-255
 #: scale): CSF, skull inner table, diploe (marrow), outer table, muscle, subcutaneous fat (scalp).
 HEAD_SHELLS = ((3, 40.0), (2, 15.0), (3, 120.0), (2, 15.0), (3, 90.0), (4, 230.0))
+#: Voxels added on every side of the field of view for the shells (and a margin of air).
+HEAD_PAD = sum(t for t, _ in HEAD_SHELLS) + 4
+
+
+def head_shell_labels(brain: np.ndarray) -> np.ndarray:
+    """Where a head goes around a brain mask (1 mm voxels), on the grid padded by :data:`HEAD_PAD`: 0 air, 1 inside
+    the brain's hull (closing of the mask, holes filled), k + 2 the k-th shell of :data:`HEAD_SHELLS` (by distance
+    from the hull). Returns uint8 of shape ``brain.shape + 2 * HEAD_PAD``."""
+    mask = np.pad(np.asarray(brain, bool), HEAD_PAD)
+    hull = ndimage.binary_fill_holes(ndimage.binary_closing(mask, np.ones((7, 7, 7)), iterations=2))
+    labels = hull.astype(np.uint8)
+    distance = ndimage.distance_transform_edt(~hull)
+    inner = 0.0
+    for k, (thickness, _) in enumerate(HEAD_SHELLS):
+        labels[(distance > inner) & (distance <= inner + thickness)] = k + 2
+        inner += thickness
+    return labels
 
 
 def add_head(t1: np.ndarray, affine: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A skull-stripped T1 (zero outside the brain, 1 mm voxels) with a head put back around it: CSF in the sulci,
-    and shells of CSF, skull and scalp around the brain's hull (:data:`HEAD_SHELLS`), plus noise (sd 2), in a field
-    of view padded by their thickness. Returns the image (float32) and its affine. An input the shipped model was not
-    trained for, to test that it is flagged (:mod:`se_monai.plausibility`)."""
-    pad = sum(t for t, _ in HEAD_SHELLS) + 4
-    brain = np.pad(t1, pad)
-    hull = ndimage.binary_fill_holes(ndimage.binary_closing(brain > 0, np.ones((7, 7, 7)), iterations=2))
-    head = np.where(hull & (brain <= 0), HEAD_SHELLS[0][1], brain)
-    distance = ndimage.distance_transform_edt(~hull)
-    inner = 0.0
-    for thickness, value in HEAD_SHELLS:
-        head[(distance > inner) & (distance <= inner + thickness)] = value
-        inner += thickness
+    and shells of CSF, skull and scalp around the brain's hull (:func:`head_shell_labels`, intensities of
+    :data:`HEAD_SHELLS`), plus noise (sd 2), in a field of view padded by :data:`HEAD_PAD`. Returns the image
+    (float32) and its affine. An input the shipped model was not trained for, to test that it is flagged
+    (:mod:`se_monai.plausibility`)."""
+    labels = head_shell_labels(t1 > 0)
+    head = np.pad(t1, HEAD_PAD)
+    head = np.where((labels == 1) & (head <= 0), HEAD_SHELLS[0][1], head)
+    for k, (_, value) in enumerate(HEAD_SHELLS):
+        head[labels == k + 2] = value
     shifted = affine.copy()
-    shifted[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
+    shifted[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
     noise = np.random.default_rng(seed).normal(0.0, 2.0, head.shape)
     return np.clip(head + noise, 0, None).astype(np.float32), shifted
