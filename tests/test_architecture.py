@@ -22,6 +22,7 @@ LAYERS = [
     ("se_monai.networks",),
     (
         "se_monai.data",
+        "se_monai.synth",
         "se_monai.io",
         "se_monai.plausibility",
         "se_monai.metrics",

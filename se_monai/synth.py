@@ -1,0 +1,151 @@
+"""Label-driven synthetic training subjects in the spirit of SynthSeg (Billot et al., "SynthSeg: Segmentation of brain
+MRI scans of any contrast and resolution without retraining", Medical Image Analysis 2023).
+
+The template's tissue maps and a head around them (:func:`se_monai.data.head_shell_labels`) make one label map of
+:data:`STRUCTURES`: air, CSF, grey and white matter, and the shells of CSF, skull and scalp. Every subject deforms
+that map (elastic, rotation, isotropic rescaling over a wide range, nearest-neighbour), draws an intensity mean and
+spread for every structure (so every contrast is seen, T1, T2 and others), then blurs with a random per-axis width
+(slice thickness), simulates a lower acquisition resolution, multiplies a smooth bias field, applies a gamma, adds
+noise and rescales to 0..1: all MONAI transforms except the per-structure intensities
+(:class:`RandLabelIntensityd`). The segmentation target keeps grey and white matter and calls everything else
+"other" (``data.LABELS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.config import KeysCollection
+
+from se_monai.data import HEAD_SHELLS, head_shell_labels, tissue_labels
+
+__all__ = ["STRUCTURES", "structure_labels", "RandLabelIntensityd", "synthseg_transform"]
+
+#: Structures of the generator's label map, in the order of their values.
+STRUCTURES = (
+    "air",
+    "csf",
+    "grey matter",
+    "white matter",
+    "csf shell",
+    "skull inner table",
+    "diploe",
+    "skull outer table",
+    "muscle",
+    "fat",
+)
+
+
+def structure_labels(gm: np.ndarray, wm: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """The label map of :data:`STRUCTURES` from the template's grey/white-matter probabilities and skull-stripped T1
+    (1 mm), on the grid padded by :data:`se_monai.data.HEAD_PAD`: inside the brain's hull grey and white matter by
+    :func:`se_monai.data.tissue_labels`, CSF elsewhere; outside it the head's shells."""
+    shells = head_shell_labels(t1 > 0)
+    pad = (shells.shape[0] - t1.shape[0]) // 2
+    tissue = np.pad(tissue_labels(gm, wm), pad)
+    labels = np.where(shells >= 2, shells + 2, 0).astype(np.uint8)  # shell k (value k + 2) -> structure k + 4
+    inside = shells == 1
+    labels[inside] = 1
+    labels[inside & (tissue == 1)] = 2
+    labels[inside & (tissue == 2)] = 3
+    return labels
+
+
+class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
+    """Paints an image from a label map: every label value gets its own random mean intensity and spread (a Gaussian
+    per structure, as SynthSeg's generative model; Billot et al. 2023, Sec. 3.1).
+
+    Args:
+        keys: the label key, ``(1, D, H, W)`` integer values ``0..num_labels - 1``.
+        image_key: where to write the ``(1, D, H, W)`` float32 image.
+        num_labels: number of label values.
+        mean_range: range of the uniform draw of each label's mean intensity.
+        std_range: range of the uniform draw of each label's standard deviation.
+        background_max: label 0 (air) draws its mean from ``[mean_range[0], background_max]``, dark as in scans.
+        prob: probability of painting with random intensities; otherwise the label values scaled to 0..1.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str,
+        num_labels: int,
+        mean_range: tuple[float, float] = (0.0, 1.0),
+        std_range: tuple[float, float] = (0.0, 0.08),
+        background_max: float = 0.1,
+        prob: float = 1.0,
+    ) -> None:
+        mt.RandomizableTransform.__init__(self, prob)
+        mt.MapTransform.__init__(self, keys)
+        self.image_key, self.num_labels = image_key, int(num_labels)
+        self.mean_range, self.std_range, self.background_max = mean_range, std_range, background_max
+        self.means = self.stds = np.zeros(self.num_labels)
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.means = self.R.uniform(*self.mean_range, self.num_labels)
+        self.means[0] = self.R.uniform(self.mean_range[0], self.background_max)
+        self.stds = self.R.uniform(*self.std_range, self.num_labels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            labels = torch.as_tensor(d[key]).long().clamp(0, self.num_labels - 1)
+            if not self._do_transform:
+                d[self.image_key] = labels.float() / max(1, self.num_labels - 1)
+                continue
+            means = torch.as_tensor(self.means, dtype=torch.float32)[labels]
+            stds = torch.as_tensor(self.stds, dtype=torch.float32)[labels]
+            noise = torch.as_tensor(self.R.standard_normal(labels.shape), dtype=torch.float32)
+            d[self.image_key] = means + stds * noise
+        return d
+
+
+def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0) -> mt.Compose:
+    """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
+    ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
+
+    ``scale_range`` is the isotropic rescaling of the anatomy (field of view kept), about 2.5x between its ends by
+    default. Deterministic for a given ``seed``.
+    """
+    composed = mt.Compose(
+        [
+            mt.Rand3DElasticd(
+                keys="label",
+                sigma_range=(8, 10),
+                magnitude_range=(40, 100),
+                prob=1.0,
+                rotate_range=(0.15,) * 3,
+                mode="nearest",
+                padding_mode="zeros",
+            ),
+            mt.RandZoomd(
+                keys="label",
+                prob=1.0,
+                min_zoom=scale_range[0],
+                max_zoom=scale_range[1],
+                mode="nearest",
+                keep_size=True,
+                padding_mode="constant",
+            ),
+            RandLabelIntensityd(keys="label", image_key="image", num_labels=len(STRUCTURES)),
+            mt.RandGaussianSmoothd(keys="image", prob=1.0, sigma_x=(0.3, 2.0), sigma_y=(0.3, 2.0), sigma_z=(0.3, 2.0)),
+            mt.RandSimulateLowResolutiond(keys="image", prob=0.5, zoom_range=(0.5, 1.0)),
+            mt.RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.1, 0.4), degree=3),
+            mt.RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.6, 1.6)),
+            mt.RandGaussianNoised(keys="image", prob=1.0, mean=0.0, std=0.03),
+            mt.ScaleIntensityd(keys="image"),
+            mt.MapLabelValued(
+                keys="label",
+                orig_labels=list(range(len(STRUCTURES))),
+                target_labels=[0, 0, 1, 2] + [0] * len(HEAD_SHELLS),
+            ),
+        ]
+    )
+    composed.set_random_state(seed=seed)
+    return composed

@@ -1,0 +1,66 @@
+"""The SynthSeg-style generator (se_monai.synth): structure label maps, per-structure random intensities, and whole
+synthetic subjects, on a small ball-shaped brain (fast) and, for the label map, the real template's sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+from se_monai.data import HEAD_PAD, HEAD_SHELLS
+from se_monai.synth import STRUCTURES, RandLabelIntensityd, structure_labels, synthseg_transform
+
+
+@pytest.fixture(scope="module")
+def ball():
+    """A 40^3 brain: white matter inside radius 8, grey matter to radius 12, CSF-dark T1 to 13 (1 mm voxels)."""
+    r = np.sqrt(((np.indices((40, 40, 40)) - 19.5) ** 2).sum(0))
+    wm = (r < 8).astype(np.float32)
+    gm = ((r >= 8) & (r < 12)).astype(np.float32)
+    t1 = np.where(r < 13, 100.0, 0.0).astype(np.float32)
+    return gm, wm, t1
+
+
+def test_structure_labels_put_tissue_inside_and_the_shells_around(ball):
+    gm, wm, t1 = ball
+    labels = structure_labels(gm, wm, t1)
+    assert labels.shape == (40 + 2 * HEAD_PAD,) * 3 and len(STRUCTURES) == 4 + len(HEAD_SHELLS)
+    inner = labels[HEAD_PAD:-HEAD_PAD, HEAD_PAD:-HEAD_PAD, HEAD_PAD:-HEAD_PAD]
+    assert (inner[wm > 0] == STRUCTURES.index("white matter")).all()
+    assert (inner[gm > 0] == STRUCTURES.index("grey matter")).all()
+    assert (inner[(t1 > 0) & (gm + wm == 0)] == STRUCTURES.index("csf")).all()
+    centre = 19 + HEAD_PAD
+    profile = labels[centre, centre, centre:]  # outwards along one axis: tissue, csf, then each shell in order
+    seen = [v for i, v in enumerate(profile) if i == 0 or v != profile[i - 1]]
+    assert seen == [3, 2, 1, *range(4, len(STRUCTURES)), 0]
+
+
+def test_each_structure_gets_its_own_random_intensity():
+    labels = torch.arange(4).repeat_interleave(2000).reshape(1, 8, 10, 100)
+    paint = RandLabelIntensityd("label", "image", num_labels=4, std_range=(0.01, 0.02))
+    paint.set_random_state(seed=3)
+    image = paint({"label": labels})["image"]
+    means = [float(image[labels == k].mean()) for k in range(4)]
+    np.testing.assert_allclose(means, paint.means, atol=2e-3)
+    assert paint.means[0] <= 0.1 and all(float(image[labels == k].std()) < 0.025 for k in range(4))
+    again = RandLabelIntensityd("label", "image", num_labels=4, std_range=(0.01, 0.02))
+    again.set_random_state(seed=3)
+    torch.testing.assert_close(again({"label": labels})["image"], image)
+    off = RandLabelIntensityd("label", "image", num_labels=4, prob=0.0)({"label": labels})["image"]
+    torch.testing.assert_close(off, labels.float() / 3)
+
+
+def test_a_subject_is_an_image_in_0_1_and_grey_white_other_labels(ball):
+    labels = torch.from_numpy(structure_labels(*ball))[None]
+    first = synthseg_transform(seed=0)({"label": labels})
+    image, target = torch.as_tensor(first["image"]), torch.as_tensor(first["label"])
+    assert image.shape == target.shape == labels.shape and image.dtype == torch.float32
+    assert float(image.min()) == 0.0 and float(image.max()) == 1.0
+    assert set(torch.unique(target).tolist()) == {0, 1, 2}
+    same = synthseg_transform(seed=0)({"label": labels})
+    torch.testing.assert_close(torch.as_tensor(same["image"]), image)
+    other = synthseg_transform(seed=1)({"label": labels})
+    assert not torch.equal(torch.as_tensor(other["image"]), image)
+    # the scale range shrinks or grows the anatomy: tissue volumes differ from subject to subject
+    volumes = [
+        int((torch.as_tensor(synthseg_transform(seed=s)({"label": labels})["label"]) > 0).sum()) for s in range(4)
+    ]
+    assert max(volumes) > 1.5 * min(volumes)
