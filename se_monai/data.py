@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,12 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def prepare_brain_tissue_dataset(
-    root: str | os.PathLike, num_subjects: int = 12, seed: int = 0, overwrite: bool = False
+    root: str | os.PathLike,
+    num_subjects: int = 12,
+    seed: int = 0,
+    overwrite: bool = False,
+    subjects: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+    description: str | None = None,
 ) -> Path:
     """Write the ICBM152 brain-tissue dataset in the MSD layout under ``root``.
 
@@ -167,6 +173,9 @@ def prepare_brain_tissue_dataset(
         num_subjects: synthetic training subjects (``imagesTr/subject_XXX.nii.gz`` with ``labelsTr/``).
         seed: random seed; the same seed writes the same data.
         overwrite: rewrite files that exist (else they are kept, so an interrupted run resumes).
+        subjects: makes one training subject from its seed: ``(image, labels, affine)``; default: the template
+            deformed and recontrasted by :func:`synthesis_transform` (another generator: :mod:`se_monai.synth`).
+        description: dataset.json's "description" for ``subjects``.
 
     Returns:
         Path of ``dataset.json``. The real template T1 is ``imagesTs/icbm152_t1.nii.gz`` and its labels
@@ -187,7 +196,12 @@ def prepare_brain_tissue_dataset(
     if overwrite or not test_label.exists():
         _save(tissue_labels(gm, wm), affine, test_label)
 
-    stack = np.stack([t1, gm, wm]).astype(np.float32)
+    if subjects is None:
+        stack = np.stack([t1, gm, wm]).astype(np.float32)
+
+        def subjects(subject_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (*_synthesise(stack, synthesis_transform(seed=subject_seed)), affine)
+
     training = []
     for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject"):
         name = f"subject_{i:03d}.nii.gz"
@@ -195,13 +209,14 @@ def prepare_brain_tissue_dataset(
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         if not overwrite and image_path.exists() and label_path.exists():
             continue
-        image, label = _synthesise(stack, synthesis_transform(seed=seed * 10007 + i))
-        _save(label, affine, label_path)
-        _save(image, affine, image_path)
+        image, label, subject_affine = subjects(seed * 10007 + i)
+        _save(label, subject_affine, label_path)
+        _save(image, subject_affine, image_path)
 
     description = {
         "name": "ICBM152BrainTissue",
-        "description": "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects "
+        "description": description
+        or "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects "
         "synthesised by random deformation, rescaling, contrast, bias field and noise; the real T1 held out.",
         "reference": "Fonov et al., NeuroImage 54(1), 2011; template files from the nilearn package",
         "licence": "ICBM152 template licence (see nilearn)",

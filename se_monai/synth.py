@@ -21,9 +21,9 @@ import torch
 from monai import transforms as mt
 from monai.config import KeysCollection
 
-from se_monai.data import HEAD_SHELLS, head_shell_labels, tissue_labels
+from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, tissue_labels
 
-__all__ = ["STRUCTURES", "structure_labels", "RandLabelIntensityd", "synthseg_transform"]
+__all__ = ["STRUCTURES", "structure_labels", "RandLabelIntensityd", "synthseg_transform", "SynthSegSubjects"]
 
 #: Structures of the generator's label map, in the order of their values.
 STRUCTURES = (
@@ -110,8 +110,9 @@ def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int 
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
 
-    ``scale_range`` is the isotropic rescaling of the anatomy (field of view kept), about 2.5x between its ends by
-    default. Deterministic for a given ``seed``.
+    ``scale_range`` is the isotropic rescaling of the anatomy (field of view kept), 2.5x between its ends by
+    default. Half the subjects are skull-stripped (the head's shells turned to air). Deterministic for a given
+    ``seed``.
     """
     composed = mt.Compose(
         [
@@ -133,6 +134,14 @@ def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int 
                 keep_size=True,
                 padding_mode="constant",
             ),
+            mt.OneOf(  # half the subjects skull-stripped: the head's shells become air
+                [
+                    mt.Identityd(keys="label"),
+                    mt.MapLabelValued(
+                        keys="label", orig_labels=list(range(4, len(STRUCTURES))), target_labels=[0] * len(HEAD_SHELLS)
+                    ),
+                ]
+            ),
             RandLabelIntensityd(keys="label", image_key="image", num_labels=len(STRUCTURES)),
             mt.RandGaussianSmoothd(keys="image", prob=1.0, sigma_x=(0.3, 2.0), sigma_y=(0.3, 2.0), sigma_z=(0.3, 2.0)),
             mt.RandSimulateLowResolutiond(keys="image", prob=0.5, zoom_range=(0.5, 1.0)),
@@ -149,3 +158,30 @@ def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int 
     )
     composed.set_random_state(seed=seed)
     return composed
+
+
+class SynthSegSubjects:
+    """Training subjects for :func:`se_monai.data.prepare_brain_tissue_dataset` (its ``subjects``): the template's
+    structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
+
+    Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
+    :data:`se_monai.data.HEAD_PAD` (1 mm).
+    """
+
+    description = (
+        "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects generated "
+        "SynthSeg-style from its tissue maps with a synthetic head (random per-structure intensities, resolution, "
+        "bias field, noise, isotropic scaling 0.6-1.5, half skull-stripped); the real T1 held out."
+    )
+
+    def __init__(self, scale_range: tuple[float, float] = (0.6, 1.5)) -> None:
+        t1, gm, wm, affine = load_icbm152()
+        self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
+        self.affine = affine.copy()
+        self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
+        self.scale_range = scale_range
+
+    def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = synthseg_transform(self.scale_range, seed)({"label": self.labels})
+        image = np.asarray(out["image"])[0].astype(np.float32)
+        return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine

@@ -1,11 +1,16 @@
 """The SynthSeg-style generator (se_monai.synth): structure label maps, per-structure random intensities, and whole
 synthetic subjects, on a small ball-shaped brain (fast) and, for the label map, the real template's sizes."""
 
+import json
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import load_decathlon_datalist
+from test_cli import run_cli
 
-from se_monai.data import HEAD_PAD, HEAD_SHELLS
+from se_monai.data import HEAD_PAD, HEAD_SHELLS, prepare_brain_tissue_dataset
 from se_monai.synth import STRUCTURES, RandLabelIntensityd, structure_labels, synthseg_transform
 
 
@@ -64,3 +69,25 @@ def test_a_subject_is_an_image_in_0_1_and_grey_white_other_labels(ball):
         int((torch.as_tensor(synthseg_transform(seed=s)({"label": labels})["label"]) > 0).sum()) for s in range(4)
     ]
     assert max(volumes) > 1.5 * min(volumes)
+
+
+def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image(tmp_path):
+    def tiny(seed):  # stands in for SynthSegSubjects: a 6^3 subject on a shifted grid
+        rng = np.random.default_rng(seed)
+        return (
+            rng.random((6, 6, 6)).astype(np.float32),
+            rng.integers(0, 3, (6, 6, 6)).astype(np.uint8),
+            np.diag([2.0, 2.0, 2.0, 1.0]),
+        )
+
+    path = prepare_brain_tissue_dataset(tmp_path, num_subjects=2, subjects=tiny, description="tiny subjects")
+    assert json.loads(path.read_text())["description"] == "tiny subjects"
+    items = load_decathlon_datalist(str(path), True, "training", str(tmp_path))
+    assert len(items) == 2 and nib.load(items[0]["image"]).shape == (6, 6, 6)
+    np.testing.assert_array_equal(nib.load(items[1]["label"]).affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert nib.load(str(tmp_path / "imagesTs" / "icbm152_t1.nii.gz")).shape == (197, 233, 189)
+
+
+def test_prepare_data_names_the_generators():
+    done = run_cli("prepare-data", "/nonexistent/d", "--generator", "synthetic")
+    assert done.returncode == 2 and "expected template or synthseg" in done.stderr

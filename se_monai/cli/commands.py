@@ -24,6 +24,7 @@ from se_monai.bundles import bundle_plan, training_bundle
 from se_monai.data import prepare_brain_tissue_dataset
 from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
+from se_monai.synth import SynthSegSubjects
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
 __all__ = [
@@ -109,17 +110,24 @@ def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) 
     )
 
 
-def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0) -> str:
+def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0, generator: str = "template") -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
     Args:
         output_dir: folder to write (created if missing; existing files are kept).
         num_subjects: synthetic training subjects.
         seed: random seed; the same seed writes the same data.
+        generator: "template" (the template deformed and recontrasted) or "synthseg" (se_monai.synth: random
+            contrasts, resolutions and sizes 0.6-1.5, with a head around half the brains).
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
-    path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed)
+    if generator not in ("template", "synthseg"):
+        raise InputError(f"--generator {generator}: expected template or synthseg")
+    extra = {}
+    if generator == "synthseg":
+        extra = {"subjects": SynthSegSubjects(), "description": SynthSegSubjects.description}
+    path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, **extra)
     print(f"dataset written: {path}")
     return str(path)
 
