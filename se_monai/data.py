@@ -36,6 +36,7 @@ __all__ = [
     "tissue_labels",
     "load_icbm152",
     "add_head",
+    "random_geometry",
     "head_shell_labels",
     "HEAD_SHELLS",
     "HEAD_PAD",
@@ -96,6 +97,34 @@ def load_icbm152() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return t1, gm, wm, images["t1"].affine
 
 
+def random_geometry(
+    keys: str, rescale_range: tuple[float, float], magnitude_range: tuple[float, float], rotate: float, modes: tuple
+) -> list[mt.Transform]:
+    """A random smooth elastic deformation (displacement sigma 8-10 voxels, ``magnitude_range``) with rotation up to
+    ``rotate`` rad, then one isotropic rescale factor in ``rescale_range`` with the field of view kept; ``modes``:
+    the interpolation of each (e.g. ("nearest", "nearest") for labels)."""
+    return [
+        mt.Rand3DElasticd(
+            keys=keys,
+            sigma_range=(8, 10),
+            magnitude_range=magnitude_range,
+            prob=1.0,
+            rotate_range=(rotate,) * 3,
+            mode=modes[0],
+            padding_mode="zeros",
+        ),
+        mt.RandZoomd(
+            keys=keys,
+            prob=1.0,
+            min_zoom=rescale_range[0],
+            max_zoom=rescale_range[1],
+            mode=modes[1],
+            keep_size=True,
+            padding_mode="constant",
+        ),
+    ]
+
+
 def synthesis_transform(rescale_range: tuple[float, float] = (0.85, 1.15), seed: int = 0) -> mt.Compose:
     """MONAI transform that makes one synthetic subject from ``{"image": (3, D, H, W)}`` = (T1, p_gm, p_wm).
 
@@ -104,28 +133,7 @@ def synthesis_transform(rescale_range: tuple[float, float] = (0.85, 1.15), seed:
     (``keep_size``: the field of view stays 197 x 233 x 189). Intensity (T1 only): gamma contrast, a smooth bias
     field, global scaling and shift, slight blur, and Gaussian noise inside the head.
     """
-    geometry = mt.Compose(
-        [
-            mt.Rand3DElasticd(
-                keys="image",
-                sigma_range=(8, 10),
-                magnitude_range=(60, 120),
-                prob=1.0,
-                rotate_range=(0.1,) * 3,
-                mode="bilinear",
-                padding_mode="zeros",
-            ),
-            mt.RandZoomd(
-                keys="image",
-                prob=1.0,
-                min_zoom=rescale_range[0],
-                max_zoom=rescale_range[1],
-                mode="trilinear",
-                keep_size=True,
-                padding_mode="constant",
-            ),
-        ]
-    )
+    geometry = mt.Compose(random_geometry("image", rescale_range, (60, 120), 0.1, ("bilinear", "trilinear")))
     intensity = mt.Compose(
         [
             mt.ScaleIntensityd(keys="t1"),

@@ -21,7 +21,7 @@ import torch
 from monai import transforms as mt
 from monai.config import KeysCollection
 
-from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, tissue_labels
+from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, random_geometry, tissue_labels
 
 __all__ = ["STRUCTURES", "structure_labels", "RandLabelIntensityd", "synthseg_transform", "SynthSegSubjects"]
 
@@ -116,24 +116,7 @@ def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int 
     """
     composed = mt.Compose(
         [
-            mt.Rand3DElasticd(
-                keys="label",
-                sigma_range=(8, 10),
-                magnitude_range=(40, 100),
-                prob=1.0,
-                rotate_range=(0.15,) * 3,
-                mode="nearest",
-                padding_mode="zeros",
-            ),
-            mt.RandZoomd(
-                keys="label",
-                prob=1.0,
-                min_zoom=scale_range[0],
-                max_zoom=scale_range[1],
-                mode="nearest",
-                keep_size=True,
-                padding_mode="constant",
-            ),
+            *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
             mt.OneOf(  # half the subjects skull-stripped: the head's shells become air
                 [
                     mt.Identityd(keys="label"),
