@@ -19,7 +19,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
-from se_monai.plausibility import ACTIONS, ImplausibleSegmentation
+from se_monai.plausibility import ACTIONS
 
 __all__ = [
     "BUNDLE_ENV",
@@ -203,7 +203,8 @@ def segment_image(
     Raises:
         InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, a bundle
             without ``models/model.pt``, or an unknown ``plausibility``.
-        ImplausibleSegmentation: with ``plausibility="raise"``; nothing is written.
+        se_monai.plausibility.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside
+            the bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
     """
     if plausibility not in ACTIONS:
         raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")
@@ -228,9 +229,9 @@ def segment_image(
     ):
         try:
             run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
-        except RuntimeError as err:  # MONAI's Compose wraps what a transform raises
+        except RuntimeError as err:  # MONAI's Compose wraps what a transform raises; a user error stays one line
             cause = err
-            while cause is not None and not isinstance(cause, ImplausibleSegmentation):
+            while cause is not None and not isinstance(cause, InputError):
                 cause = cause.__cause__
             raise cause or err from None
         written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
