@@ -7,7 +7,7 @@ DATA := data/icbm152
 # CPU torch on this project's machines; GPU users install their own torch before `pip install -e .`.
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 
-.PHONY: setup demo lint format test test-slow test-monailabel experiment experiment-quick data train evaluate clean
+.PHONY: setup demo lint format test test-slow test-monailabel experiment experiment-quick data train evaluate real-brains clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,17 @@ train: data
 # Dice of the shipped model on the real ICBM152 T1 (metrics in out/evaluate).
 evaluate: data
 	$(BIN)/se-monai evaluate --dataset_dir $(DATA) --output_dir out/evaluate
+
+# Real brains nobody here synthesised (docs/results.md, "Real brains"): Colin27 and the INIA19 macaque template
+# from Debian's mricron-data package, fetched from the package registry with apt-get (Debian/Ubuntu), not installed.
+REAL := data/mricron
+$(REAL)/usr/share/mricron/templates/ch2bet.nii.gz:
+	mkdir -p $(REAL)
+	cd $(REAL) && (apt-get download mricron-data || (echo "apt-get download mricron-data failed: run apt-get update first (Debian/Ubuntu)" && exit 1))
+	dpkg-deb -x $(REAL)/mricron-data_*.deb $(REAL)
+
+real-brains: setup $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz
+	$(BIN)/python docs/real_brains_study.py
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) out bundle/eval .pytest_cache

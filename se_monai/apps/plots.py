@@ -5,6 +5,8 @@
   triangles, the paper's U-Net baseline red squares; dashed without and solid with rescaling augmentation.
 - :func:`plot_overlay`: one slice of an image, its ground truth and the predictions of several models, each voxel of
   a prediction coloured as true positive, false positive or false negative.
+- :func:`plot_segmentation`: three orthogonal slices of an image with a label map over it, for images without ground
+  truth (real scans).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from se_monai.io import InputError
 from se_monai.metrics import label_dice
 from se_monai.ops.atomic import atomic_write
 
-__all__ = ["STYLES", "plot_results", "plot_overlay", "confusion_colours", "plot_run_overlay"]
+__all__ = ["STYLES", "plot_results", "plot_overlay", "plot_segmentation", "confusion_colours", "plot_run_overlay"]
 
 #: Colour and marker per network of configs/scale_generalisation.json; other networks get matplotlib's cycle.
 STYLES = {
@@ -256,6 +258,65 @@ def plot_overlay(
     )
     if title:
         fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, output)
+
+
+def plot_segmentation(
+    image: np.ndarray,
+    labels: np.ndarray,
+    output: str | os.PathLike,
+    class_names: Sequence[str],
+    title: str | None = None,
+) -> Path:
+    """Draw a label map over its image on the sagittal, coronal and axial slices through the centre of the labelled
+    voxels (axes 0, 1, 2 of a RAS-oriented volume), each class in its own colour with a legend.
+
+    Args:
+        image: ``(D, H, W)`` intensities.
+        labels: ``(D, H, W)`` integer labels, 0 = background, ``c`` = ``class_names[c - 1]``.
+        output: PNG to write (atomically).
+        class_names: names of the foreground classes.
+        title: figure title.
+
+    Returns:
+        The PNG path.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    if image.shape != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} must have the same shape")
+    found = np.argwhere(labels > 0)
+    centre = found.mean(0).round().astype(int) if len(found) else np.array(labels.shape) // 2
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap  # matplotlib: see _pyplot
+    from matplotlib.patches import Patch
+
+    colours = [f"C{i % 10}" for i in range(len(class_names))]
+    cmap = ListedColormap(colours)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 4.0))
+    for axis, ax in enumerate(axes):
+        picture = np.rot90(np.take(image, centre[axis], axis=axis))
+        cut = np.rot90(np.take(labels, centre[axis], axis=axis))
+        ax.imshow(picture, cmap="gray")
+        ax.imshow(
+            np.ma.masked_equal(cut, 0),
+            cmap=cmap,
+            vmin=0.5,
+            vmax=len(class_names) + 0.5,
+            alpha=0.45,
+            interpolation="nearest",
+        )
+        ax.set_axis_off()
+    fig.legend(
+        handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names, strict=True)],
+        loc="lower center",
+        ncol=len(class_names),
+        fontsize="small",
+    )
+    if title:
+        fig.suptitle(title, fontsize="medium")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, output)
 
