@@ -144,6 +144,76 @@ def test_summarise_averages_seeds_and_reports_spread():
     assert f"{cell[('unet_paper_aug', 5, 0.7)]['dice']:.3f}" in text
 
 
+def _paired_results(offsets):
+    """SE-U-Net (optimised basis) and two baselines, 3 seeds x 4 test scales; ``offsets[size]`` is the baseline's
+    Dice minus the reference's per (seed, scale), in plan order."""
+    results = []
+    scales = (0.4, 0.7, 1.0, 2.0)
+    for arm, network, aug in (
+        ("seunet_disco_aug", "seunet_disco", True),
+        ("unet_paper_aug", "unet_paper", True),
+        ("unet_matched", "unet_matched", False),  # no reference arm without augmentation: not compared
+    ):
+        for size, offset in offsets.items():
+            for seed in range(3):
+                dice = {}
+                for i, s in enumerate(scales):
+                    value = 0.8 - 0.1 * abs(1 - s) + (0.0 if network == "seunet_disco" else offset[4 * seed + i])
+                    # two test images per scale: the pair is their mean
+                    dice[f"a {s:g}"] = {"mean": value + 0.01}
+                    dice[f"b {s:g}"] = {"mean": value - 0.01}
+                results.append(
+                    {
+                        "arm": arm,
+                        "network": network,
+                        "model": network,
+                        "augment": aug,
+                        "train_size": size,
+                        "seed": seed,
+                        "dice": dice,
+                        "train_seconds": 1.0,
+                    }
+                )
+    return results
+
+
+def test_paired_tests_wilcoxon_over_seeds_and_scales():
+    worse = [-0.05 - 0.001 * i for i in range(12)]  # the baseline below the reference in all 12 pairs
+    mixed = [0.002 * (-1) ** i * (i + 1) for i in range(12)]  # signs alternate: no consistent difference
+    results = _paired_results({2: worse, 5: mixed})
+    rows = {(r["arm"], r["train_size"]): r for r in experiment.results.paired_tests(results)}
+    assert set(rows) == {("unet_paper_aug", 2), ("unet_paper_aug", 5)}
+    clear = rows[("unet_paper_aug", 2)]
+    assert clear["reference_arm"] == "seunet_disco_aug" and clear["pairs"] == 12
+    assert clear["difference"] == pytest.approx(-np.mean(worse))
+    # exact two-sided signed-rank p when all 12 differences have one sign: 2 / 2^12
+    assert clear["p_value"] == pytest.approx(2 / 2**12) and not clear["within_noise"]
+    noise = rows[("unet_paper_aug", 5)]
+    assert noise["difference"] == pytest.approx(-np.mean(mixed)) and noise["p_value"] > 0.5 and noise["within_noise"]
+    text = experiment.format_summary(results)
+    assert "Wilcoxon" in text and f"p={clear['p_value']:.2g}" in text and "~" in text
+    assert experiment.results.paired_tests(_fake_results()) == []  # no optimised-basis arm: no tests
+
+
+def test_plot_segmentation_draws_the_labels(tmp_path):
+    import matplotlib.image
+
+    grid = np.indices((24, 24, 24)) - 12
+    image = np.exp(-(grid**2).sum(0) / 80.0).astype(np.float32)
+    labels = ((grid**2).sum(0) < 36).astype(np.uint8) + ((grid**2).sum(0) < 9)
+    drawn = plots.plot_segmentation(image, labels, tmp_path / "seg.png", ["outer", "inner"])
+    bare = plots.plot_segmentation(image, np.zeros_like(labels), tmp_path / "bare.png", ["outer", "inner"])
+    with_labels, without = matplotlib.image.imread(drawn), matplotlib.image.imread(bare)
+    assert with_labels.shape == without.shape
+    # the label colours tint the image: pixels differ from the unlabelled drawing, and colour (R != B) appears
+    changed = np.abs(with_labels[..., :3] - without[..., :3]).sum(-1) > 0.1
+    assert changed.mean() > 0.01
+    assert (np.abs(with_labels[..., 0] - with_labels[..., 2]) > 0.1)[changed].mean() > 0.5
+    with pytest.raises(ValueError, match="same shape"):
+        plots.plot_segmentation(image, labels[:-1], tmp_path / "bad.png", ["outer", "inner"])
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_plots_are_written(tmp_path):
     written = plots.plot_results(_fake_results(), tmp_path)
     assert [p.name for p in written] == [

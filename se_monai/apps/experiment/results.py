@@ -10,11 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import wilcoxon
 
 from se_monai.io import nifti_stem
 from se_monai.ops.atomic import atomic_write
 
-__all__ = ["read_dice", "collect_results", "summarise", "format_summary"]
+__all__ = ["REFERENCE_NETWORK", "read_dice", "collect_results", "summarise", "paired_tests", "format_summary"]
+
+#: Network the paired tests compare every other network with: SE-U-Net with the optimised basis.
+REFERENCE_NETWORK = "seunet_disco"
+#: Significance level below which a difference is reported as more than noise.
+ALPHA = 0.05
 
 
 def read_dice(csv_path: Path, items: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -113,6 +119,71 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _seed_scale_means(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int, float], float]:
+    """Mean Dice over test images per (arm, training-set size, seed, test scale)."""
+    cells: dict[tuple[str, int, int, float], list[float]] = {}
+    for result in results:
+        for key, dice in result["dice"].items():
+            cell = (result["arm"], int(result["train_size"]), int(result["seed"]), float(key.rsplit(" ", 1)[1]))
+            cells.setdefault(cell, []).append(float(dice["mean"]))
+    return {cell: float(np.mean(values)) for cell, values in cells.items()}
+
+
+def paired_tests(results: Sequence[dict[str, Any]], reference: str = REFERENCE_NETWORK) -> list[dict[str, Any]]:
+    """Paired comparison of the ``reference`` network with every other network trained with the same augmentation
+    setting, per training-set size: the differences of mean Dice (reference minus other) over every (seed, test
+    scale) both have, and the two-sided Wilcoxon signed-rank test on them (scipy.stats.wilcoxon).
+
+    The test scales of one seed share a trained network, so the pairs are not independent samples; with fewer than
+    6 pairs no difference can reach p < 0.05. Read ``within_noise`` as "not shown to differ", not as "equal".
+
+    Returns:
+        Rows ``{"arm", "reference_arm", "train_size", "pairs", "difference", "p_value", "within_noise"}``; empty
+        when no arm uses the ``reference`` network.
+    """
+    cells = _seed_scale_means(results)
+    info = {r["arm"]: r for r in results}
+    rows = []
+    for arm, other in info.items():
+        matches = [a for a, i in info.items() if i["network"] == reference and i["augment"] == other["augment"]]
+        if other["network"] == reference or not matches:
+            continue
+        for size in sorted({c[1] for c in cells if c[0] == arm}):
+            keys = sorted(c[2:] for c in cells if c[:2] == (arm, size) and (matches[0], size, *c[2:]) in cells)
+            diff = np.array([cells[(matches[0], size, *k)] - cells[(arm, size, *k)] for k in keys])
+            p_value = float(wilcoxon(diff).pvalue) if np.count_nonzero(diff) else 1.0
+            rows.append(
+                {
+                    "arm": arm,
+                    "reference_arm": matches[0],
+                    "train_size": size,
+                    "pairs": len(diff),
+                    "difference": float(diff.mean()) if len(diff) else float("nan"),
+                    "p_value": p_value,
+                    "within_noise": p_value >= ALPHA,
+                }
+            )
+    return rows
+
+
+def _tests_table(rows: list[dict[str, Any]]) -> str:
+    sizes = sorted({r["train_size"] for r in rows})
+    cell = {(r["arm"], r["train_size"]): r for r in rows}
+    lines = [
+        f"{rows[0]['reference_arm'].split('_aug')[0]} minus each arm: mean Dice difference over (seed, test scale) "
+        f"pairs, Wilcoxon p; '~' where p >= {ALPHA:g} (within noise)",
+        f"{'arm':<22}" + "".join(f"{s:>22g}" for s in sizes),
+    ]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        texts = []
+        for size in sizes:
+            r = cell.get((arm, size))
+            mark = "~" if r and r["within_noise"] else " "
+            texts.append("-" if r is None else f"{r['difference']:+.3f} p={r['p_value']:.2g} n={r['pairs']}{mark}")
+        lines.append(f"{arm:<22}" + "".join(f"{t:>22}" for t in texts))
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict[str, Any]], column: str, title: str, spread: bool = True) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     columns = sorted({r[column] for r in rows})
@@ -130,9 +201,10 @@ def _table(rows: list[dict[str, Any]], column: str, title: str, spread: bool = T
     return "\n".join(lines)
 
 
-def format_summary(results: Sequence[dict[str, Any]]) -> str:
+def format_summary(results: Sequence[dict[str, Any]], reference_network: str = REFERENCE_NETWORK) -> str:
     """Tables of mean Dice (± standard deviation over seeds): by training-set size at test scale 1.0 (or the scale
-    closest to it); by test scale for each training-set size; and the drop from scale 1.0 to 0.7."""
+    closest to it); by test scale for each training-set size; the drop from scale 1.0 to 0.7; and the paired tests
+    of ``reference_network`` against every other (:func:`paired_tests`) when it is in the results."""
     rows = summarise(results)
     if not rows:
         return "no finished runs"
@@ -164,6 +236,9 @@ def format_summary(results: Sequence[dict[str, Any]]) -> str:
             spread=False,
         )
     )
+    tests = paired_tests(results, reference_network)
+    if tests:
+        tables.append(_tests_table(tests))
     return "\n\n".join(tables)
 
 
