@@ -23,7 +23,14 @@ from monai.config import KeysCollection
 
 from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, random_geometry, tissue_labels
 
-__all__ = ["STRUCTURES", "structure_labels", "RandLabelIntensityd", "synthseg_transform", "SynthSegSubjects"]
+__all__ = [
+    "STRUCTURES",
+    "T1_ORDER",
+    "structure_labels",
+    "RandLabelIntensityd",
+    "synthseg_transform",
+    "SynthSegSubjects",
+]
 
 #: Structures of the generator's label map, in the order of their values.
 STRUCTURES = (
@@ -67,6 +74,9 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         std_range: range of the uniform draw of each label's standard deviation.
         background_max: label 0 (air) draws its mean from ``[mean_range[0], background_max]``, dark as in scans.
         prob: probability of painting with random intensities; otherwise the label values scaled to 0..1.
+        ordered: label values whose means are sorted ascending with probability ``order_prob`` (e.g. CSF < grey <
+            white matter, the order of T1-weighted contrast); the other draws keep every contrast possible.
+        order_prob: probability of that ordering.
     """
 
     def __init__(
@@ -78,11 +88,14 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         std_range: tuple[float, float] = (0.0, 0.08),
         background_max: float = 0.1,
         prob: float = 1.0,
+        ordered: tuple[int, ...] = (),
+        order_prob: float = 0.0,
     ) -> None:
         mt.RandomizableTransform.__init__(self, prob)
         mt.MapTransform.__init__(self, keys)
         self.image_key, self.num_labels = image_key, int(num_labels)
         self.mean_range, self.std_range, self.background_max = mean_range, std_range, background_max
+        self.ordered, self.order_prob = list(ordered), float(order_prob)
         self.means = self.stds = np.zeros(self.num_labels)
 
     def randomize(self, data: Any = None) -> None:
@@ -90,6 +103,8 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         self.means = self.R.uniform(*self.mean_range, self.num_labels)
         self.means[0] = self.R.uniform(self.mean_range[0], self.background_max)
         self.stds = self.R.uniform(*self.std_range, self.num_labels)
+        if self.ordered and self.R.uniform() < self.order_prob:
+            self.means[self.ordered] = np.sort(self.means[self.ordered])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -106,13 +121,20 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         return d
 
 
-def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0) -> mt.Compose:
+#: Structures in the order of their mean intensity in T1-weighted MRI: CSF < grey matter < white matter.
+T1_ORDER = (STRUCTURES.index("csf"), STRUCTURES.index("grey matter"), STRUCTURES.index("white matter"))
+
+
+def synthseg_transform(
+    scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0, t1_prob: float = 0.0
+) -> mt.Compose:
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
 
     ``scale_range`` is the isotropic rescaling of the anatomy (field of view kept), 2.5x between its ends by
-    default. Half the subjects are skull-stripped (the head's shells turned to air). Deterministic for a given
-    ``seed``.
+    default. Half the subjects are skull-stripped (the head's shells turned to air). ``t1_prob`` is the fraction of
+    subjects whose CSF, grey- and white-matter means are in T1 order (:data:`T1_ORDER`), the rest of any contrast.
+    Deterministic for a given ``seed``.
     """
     composed = mt.Compose(
         [
@@ -125,7 +147,9 @@ def synthseg_transform(scale_range: tuple[float, float] = (0.6, 1.5), seed: int 
                     ),
                 ]
             ),
-            RandLabelIntensityd(keys="label", image_key="image", num_labels=len(STRUCTURES)),
+            RandLabelIntensityd(
+                keys="label", image_key="image", num_labels=len(STRUCTURES), ordered=T1_ORDER, order_prob=t1_prob
+            ),
             mt.RandGaussianSmoothd(keys="image", prob=1.0, sigma_x=(0.3, 2.0), sigma_y=(0.3, 2.0), sigma_z=(0.3, 2.0)),
             mt.RandSimulateLowResolutiond(keys="image", prob=0.5, zoom_range=(0.5, 1.0)),
             mt.RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.1, 0.4), degree=3),
@@ -148,7 +172,7 @@ class SynthSegSubjects:
     structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
-    :data:`se_monai.data.HEAD_PAD` (1 mm).
+    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range`` and ``t1_prob`` as in :func:`synthseg_transform`.
     """
 
     description = (
@@ -157,14 +181,14 @@ class SynthSegSubjects:
         "bias field, noise, isotropic scaling 0.6-1.5, half skull-stripped); the real T1 held out."
     )
 
-    def __init__(self, scale_range: tuple[float, float] = (0.6, 1.5)) -> None:
+    def __init__(self, scale_range: tuple[float, float] = (0.6, 1.5), t1_prob: float = 0.0) -> None:
         t1, gm, wm, affine = load_icbm152()
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
         self.affine = affine.copy()
         self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
-        self.scale_range = scale_range
+        self.scale_range, self.t1_prob = scale_range, float(t1_prob)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = synthseg_transform(self.scale_range, seed)({"label": self.labels})
+        out = synthseg_transform(self.scale_range, seed, self.t1_prob)({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine

@@ -53,6 +53,25 @@ def test_each_structure_gets_its_own_random_intensity():
     torch.testing.assert_close(off, labels.float() / 3)
 
 
+def test_t1_order_sorts_the_chosen_means_in_the_given_fraction_of_draws():
+    labels = torch.arange(5).repeat_interleave(200).reshape(1, 10, 10, 10)
+    counts = {}
+    for prob in (0.0, 0.7, 1.0):
+        paint = RandLabelIntensityd("label", "image", num_labels=5, ordered=(1, 2, 3), order_prob=prob)
+        paint.set_random_state(seed=0)
+        ordered = 0
+        for _ in range(400):
+            image = paint({"label": labels})["image"]
+            means = list(paint.means[[1, 2, 3]])  # the drawn means; the painted image has them (test above)
+            ordered += means == sorted(means)
+        assert float(image[labels == 1].mean()) == pytest.approx(paint.means[1], abs=0.02)
+        counts[prob] = ordered / 400
+    # unsorted draws are in order by chance 1 / 3! of the time; sorting adds the rest
+    assert counts[1.0] == 1.0
+    assert abs(counts[0.0] - 1 / 6) < 0.06
+    assert abs(counts[0.7] - (0.7 + 0.3 / 6)) < 0.07
+
+
 def test_a_subject_is_an_image_in_0_1_and_grey_white_other_labels(ball):
     labels = torch.from_numpy(structure_labels(*ball))[None]
     first = synthseg_transform(seed=0)({"label": labels})

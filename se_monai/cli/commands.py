@@ -110,7 +110,9 @@ def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) 
     )
 
 
-def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0, generator: str = "template") -> str:
+def prepare_data(
+    output_dir: str, num_subjects: int = 12, seed: int = 0, generator: str = "template", t1_prob: float = 0.0
+) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
     Args:
@@ -119,14 +121,18 @@ def prepare_data(output_dir: str, num_subjects: int = 12, seed: int = 0, generat
         seed: random seed; the same seed writes the same data.
         generator: "template" (the template deformed and recontrasted) or "synthseg" (se_monai.synth: random
             contrasts, resolutions and sizes 0.6-1.5, with a head around half the brains).
+        t1_prob: with "synthseg", the fraction of subjects in T1 contrast order (CSF < grey < white matter, random
+            means otherwise); 0 leaves every contrast equally likely.
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
     if generator not in ("template", "synthseg"):
         raise InputError(f"--generator {generator}: expected template or synthseg")
+    if not 0.0 <= float(t1_prob) <= 1.0:
+        raise InputError(f"{output_dir}: --t1_prob must be in 0..1, got {t1_prob}")
     extra = {}
     if generator == "synthseg":
-        extra = {"subjects": SynthSegSubjects(), "description": SynthSegSubjects.description}
+        extra = {"subjects": SynthSegSubjects(t1_prob=t1_prob), "description": SynthSegSubjects.description}
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, **extra)
     print(f"dataset written: {path}")
     return str(path)
