@@ -100,6 +100,20 @@ def test_prepare_test_scales_keeps_voxels_and_labels(tmp_path):
     assert Path(items[0]["image"]).stat().st_mtime_ns == mtime
 
 
+def _result(arm, network, augment, size, seed, dice):
+    """One run's result.json as the runner writes it (the fields the summaries read)."""
+    return {
+        "arm": arm,
+        "network": network,
+        "model": network,
+        "augment": augment,
+        "train_size": size,
+        "seed": seed,
+        "dice": dice,
+        "train_seconds": 1.0,
+    }
+
+
 def _fake_results():
     results = []
     for arm, network, aug, base in (
@@ -116,18 +130,7 @@ def _fake_results():
                     }
                     for s in (0.7, 1.0)
                 }
-                results.append(
-                    {
-                        "arm": arm,
-                        "network": network,
-                        "model": network,
-                        "augment": aug,
-                        "train_size": size,
-                        "seed": seed,
-                        "dice": dice,
-                        "train_seconds": 1.0,
-                    }
-                )
+                results.append(_result(arm, network, aug, size, seed, dice))
     return results
 
 
@@ -162,18 +165,7 @@ def _paired_results(offsets):
                     # two test images per scale: the pair is their mean
                     dice[f"a {s:g}"] = {"mean": value + 0.01}
                     dice[f"b {s:g}"] = {"mean": value - 0.01}
-                results.append(
-                    {
-                        "arm": arm,
-                        "network": network,
-                        "model": network,
-                        "augment": aug,
-                        "train_size": size,
-                        "seed": seed,
-                        "dice": dice,
-                        "train_seconds": 1.0,
-                    }
-                )
+                results.append(_result(arm, network, aug, size, seed, dice))
     return results
 
 
