@@ -72,9 +72,8 @@ def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folder: Path, name: s
     jhu = _on_grid(folder / "JHU-WhiteMatter-labels-1mm.nii.gz", image) > 0
     cells = [f"{(labels[aal] == 1).mean():.3f}", f"{(labels[jhu] == 2).mean():.3f}"]
     if "skull on" in name:
-        mask = _on_grid(folder / "ch2bet.nii.gz", image) > 0
-        voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000
-        cells.append(f"{((labels > 0) & ~mask).sum() * voxel_ml:.0f}")
+        outside = (labels > 0) & (_on_grid(folder / "ch2bet.nii.gz", image) == 0)
+        cells.append(f"{class_volumes(outside, image.affine, {'1': 'outside'})['outside']:.0f}")
     else:
         cells.append("-")
     return cells

@@ -103,7 +103,8 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         self.means = self.R.uniform(*self.mean_range, self.num_labels)
         self.means[0] = self.R.uniform(self.mean_range[0], self.background_max)
         self.stds = self.R.uniform(*self.std_range, self.num_labels)
-        if self.ordered and self.R.uniform() < self.order_prob:
+        # no draw without an ordering to choose: the random stream (and the data) stay as without ``ordered``
+        if self.ordered and self.order_prob > 0 and self.R.uniform() < self.order_prob:
             self.means[self.ordered] = np.sort(self.means[self.ordered])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -166,11 +166,11 @@ def paired_tests(results: Sequence[dict[str, Any]], reference: str = REFERENCE_N
     return rows
 
 
-def _tests_table(rows: list[dict[str, Any]]) -> str:
+def _tests_table(rows: list[dict[str, Any]], reference_network: str) -> str:
     sizes = sorted({r["train_size"] for r in rows})
     cell = {(r["arm"], r["train_size"]): r for r in rows}
     lines = [
-        f"{rows[0]['reference_arm'].split('_aug')[0]} minus each arm: mean Dice difference over (seed, test scale) "
+        f"{reference_network} minus each arm: mean Dice difference over (seed, test scale) "
         f"pairs, Wilcoxon p; '~' where p >= {ALPHA:g} (within noise)",
         f"{'arm':<22}" + "".join(f"{s:>22g}" for s in sizes),
     ]
@@ -238,7 +238,7 @@ def format_summary(results: Sequence[dict[str, Any]], reference_network: str = R
     )
     tests = paired_tests(results, reference_network)
     if tests:
-        tables.append(_tests_table(tests))
+        tables.append(_tests_table(tests, reference_network))
     return "\n\n".join(tables)
 
 
