@@ -27,12 +27,14 @@ from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
 from se_monai.workflows import SHIPPED_BUNDLE, bundle_settings, default_bundle_dir, resolve_bundle_dir
 
-__all__ = ["PLAN_FILE", "create_bundle", "training_bundle", "bundle_plan"]
+__all__ = ["PLAN_FILE", "create_bundle", "training_bundle", "record_network_overrides", "bundle_plan"]
 
 #: The dataset fingerprint and the plan derived from it, in a new bundle's folder.
 PLAN_FILE = "fingerprint.json"
 #: What a new bundle takes from the one it is made from (weights are trained anew).
 COPIED = ("configs", "docs", "LICENSE")
+#: Configs of a bundle that build the network from their own "network_def".
+NETWORK_CONFIGS = ("train.json", "inference.json")
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -167,6 +169,34 @@ def training_bundle(dataset_dir: str | os.PathLike, bundle_dir: str | os.PathLik
         if settings[key] != value:
             raise InputError(f"{root}: made for {key} {settings[key]}, the dataset {dataset_dir} has {value}")
     return root
+
+
+def record_network_overrides(bundle_dir: str | os.PathLike, overrides: dict[str, Any]) -> list[str]:
+    """Write the ``network_def#...`` entries of a training run's overrides (e.g. ``{"network_def#basis_type":
+    "disco"}``) into the bundle's :data:`NETWORK_CONFIGS`, so that its inference and evaluation build the network it
+    was trained as: a disco model loaded into the "multi" network (the same weight layout) would run without error
+    and be wrong.
+
+    Returns:
+        The override keys written.
+
+    Raises:
+        InputError: an override names a part of ``network_def`` that is not a dictionary.
+    """
+    keys = [k for k in overrides if k.startswith("network_def#")]
+    for name in NETWORK_CONFIGS if keys else ():
+        path = Path(bundle_dir) / "configs" / name
+        config = json.loads(path.read_text())
+        for key in keys:
+            *parents, leaf = key.split("#")
+            node = config
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise InputError(f"{path}: --{key}: {'#'.join(parents)} is not a dictionary in this config")
+            node[leaf] = overrides[key]
+        _write_json(path, config)
+    return keys
 
 
 def bundle_plan(bundle_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ __all__ = [
     "HEAD_SHELLS",
     "HEAD_PAD",
     "synthesis_transform",
+    "TemplateSubjects",
     "list_nifti",
     "labelled_test_datalist",
     "read_dataset",
@@ -161,6 +162,24 @@ def _synthesise(volume: np.ndarray, transform: mt.Compose) -> tuple[np.ndarray, 
     return t1.numpy().astype(np.float32), labels
 
 
+class TemplateSubjects:
+    """Training subjects for :func:`prepare_brain_tissue_dataset` (its ``subjects``): the template deformed and
+    recontrasted by :func:`synthesis_transform` with each subject's seed. Returns per call ``(image float32,
+    labels uint8, affine)`` on the template's grid (197 x 233 x 189, 1 mm)."""
+
+    description = (
+        "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects synthesised by "
+        "random deformation, rescaling, contrast, bias field and noise; the real T1 held out."
+    )
+
+    def __init__(self) -> None:
+        t1, gm, wm, self.affine = load_icbm152()
+        self.stack = np.stack([t1, gm, wm]).astype(np.float32)
+
+    def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (*_synthesise(self.stack, synthesis_transform(seed=seed)), self.affine)
+
+
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     with atomic_write(path) as partial:
         nib.save(nib.Nifti1Image(array, affine), str(partial))
@@ -204,12 +223,7 @@ def prepare_brain_tissue_dataset(
     if overwrite or not test_label.exists():
         _save(tissue_labels(gm, wm), affine, test_label)
 
-    if subjects is None:
-        stack = np.stack([t1, gm, wm]).astype(np.float32)
-
-        def subjects(subject_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return (*_synthesise(stack, synthesis_transform(seed=subject_seed)), affine)
-
+    subjects = subjects or TemplateSubjects()
     training = []
     for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject"):
         name = f"subject_{i:03d}.nii.gz"
@@ -223,9 +237,7 @@ def prepare_brain_tissue_dataset(
 
     description = {
         "name": "ICBM152BrainTissue",
-        "description": description
-        or "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects "
-        "synthesised by random deformation, rescaling, contrast, bias field and noise; the real T1 held out.",
+        "description": description or getattr(subjects, "description", TemplateSubjects.description),
         "reference": "Fonov et al., NeuroImage 54(1), 2011; template files from the nilearn package",
         "licence": "ICBM152 template licence (see nilearn)",
         "tensorImageSize": "3D",

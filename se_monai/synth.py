@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.config import KeysCollection
+from scipy import ndimage
 
 from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, random_geometry, tissue_labels
 
@@ -28,8 +29,10 @@ __all__ = [
     "T1_ORDER",
     "structure_labels",
     "RandLabelIntensityd",
+    "RandSkullStripd",
     "synthseg_transform",
     "SynthSegSubjects",
+    "AlternatingSubjects",
 ]
 
 #: Structures of the generator's label map, in the order of their values.
@@ -122,32 +125,67 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         return d
 
 
+class RandSkullStripd(mt.RandomizableTransform, mt.MapTransform):
+    """Skull-strips a structure label map (:data:`STRUCTURES`) as brain-extraction tools do, with probability
+    ``prob``: the head's shells become air, and so does the CSF within a random depth (voxels, uniform in
+    ``csf_depth``) of the brain hull's outside, so that some brains keep a layer of CSF and others are cut at the
+    grey-matter surface (as BET cuts Colin27). Writes ``mask_key``: ``(1, D, H, W)`` bool, False where stripped (all
+    True for an unstripped head), for :class:`monai.transforms.MaskIntensityd` after the intensities are drawn.
+
+    Args:
+        keys: the structure label key, ``(1, D, H, W)``.
+        mask_key: where to write the mask.
+        prob: probability of stripping.
+        csf_depth: range of the depth (voxels) of CSF removed from the hull's outside.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, mask_key: str = "mask", prob: float = 0.5, csf_depth: tuple[float, float] = (0, 4)
+    ) -> None:
+        mt.RandomizableTransform.__init__(self, prob)
+        mt.MapTransform.__init__(self, keys)
+        self.mask_key, self.csf_depth, self.depth = mask_key, csf_depth, 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.depth = self.R.uniform(*self.csf_depth)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            labels = torch.as_tensor(d[key])
+            if not self._do_transform:
+                d[self.mask_key] = torch.ones_like(labels, dtype=torch.bool)
+                continue
+            head = labels >= STRUCTURES.index("csf shell")
+            depth = ndimage.distance_transform_edt(np.asarray((labels != 0) & ~head))  # in the hull, from outside
+            stripped = head | ((labels == STRUCTURES.index("csf")) & torch.from_numpy(depth <= self.depth))
+            d[key] = torch.where(stripped, torch.zeros_like(labels), labels)
+            d[self.mask_key] = ~stripped & (labels != 0)
+        return d
+
+
 #: Structures in the order of their mean intensity in T1-weighted MRI: CSF < grey matter < white matter.
 T1_ORDER = (STRUCTURES.index("csf"), STRUCTURES.index("grey matter"), STRUCTURES.index("white matter"))
 
 
 def synthseg_transform(
-    scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0, t1_prob: float = 0.0
+    scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0, t1_prob: float = 0.0, strip_prob: float = 0.5
 ) -> mt.Compose:
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
 
     ``scale_range`` is the isotropic rescaling of the anatomy (field of view kept), 2.5x between its ends by
-    default. Half the subjects are skull-stripped (the head's shells turned to air). ``t1_prob`` is the fraction of
+    default. A fraction ``strip_prob`` of the subjects is skull-stripped (:class:`RandSkullStripd`: the head and
+    some of the CSF around the brain turned to air, the image exactly 0 there). ``t1_prob`` is the fraction of
     subjects whose CSF, grey- and white-matter means are in T1 order (:data:`T1_ORDER`), the rest of any contrast.
     Deterministic for a given ``seed``.
     """
     composed = mt.Compose(
         [
             *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
-            mt.OneOf(  # half the subjects skull-stripped: the head's shells become air
-                [
-                    mt.Identityd(keys="label"),
-                    mt.MapLabelValued(
-                        keys="label", orig_labels=list(range(4, len(STRUCTURES))), target_labels=[0] * len(HEAD_SHELLS)
-                    ),
-                ]
-            ),
+            RandSkullStripd(keys="label", mask_key="mask", prob=strip_prob),
             RandLabelIntensityd(
                 keys="label", image_key="image", num_labels=len(STRUCTURES), ordered=T1_ORDER, order_prob=t1_prob
             ),
@@ -157,6 +195,8 @@ def synthseg_transform(
             mt.RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.6, 1.6)),
             mt.RandGaussianNoised(keys="image", prob=1.0, mean=0.0, std=0.03),
             mt.ScaleIntensityd(keys="image"),
+            mt.MaskIntensityd(keys="image", mask_key="mask"),  # stripped: exactly 0 outside, as tools write it
+            mt.DeleteItemsd(keys="mask"),
             mt.MapLabelValued(
                 keys="label",
                 orig_labels=list(range(len(STRUCTURES))),
@@ -193,3 +233,27 @@ class SynthSegSubjects:
         out = synthseg_transform(self.scale_range, seed, self.t1_prob)({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine
+
+
+class AlternatingSubjects:
+    """Training subjects drawn in turn from several generators (``generators[seed % len(generators)]``), e.g. the
+    template's own deformed T1 (:class:`se_monai.data.TemplateSubjects`) and :class:`SynthSegSubjects`: consecutive
+    subjects of :func:`se_monai.data.prepare_brain_tissue_dataset` alternate, so its last two subjects (a bundle's
+    validation split with ``num_val`` 2) hold one of each of two generators.
+
+    Raises:
+        ValueError: no generators.
+    """
+
+    def __init__(self, *generators: Any) -> None:
+        if not generators:
+            raise ValueError("AlternatingSubjects needs at least one generator")
+        self.generators = generators
+        self.description = (
+            "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects from "
+            + " and, in turn, from ".join(type(g).__name__ for g in generators)
+            + "; the real T1 held out."
+        )
+
+    def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.generators[seed % len(self.generators)](seed)

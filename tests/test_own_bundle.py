@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_msd_dataset
+from monai.bundle import ConfigParser
 from test_cli import run_cli
 
+from se_monai.bundles import create_bundle, record_network_overrides
+from se_monai.io import InputError
 from se_monai.workflows import SHIPPED_BUNDLE
 
 #: A run of one epoch with validation (so models/model.pt is written), without worker processes.
@@ -103,6 +106,24 @@ def test_a_wrong_channel_count_is_one_line_naming_both(tmp_path):
     ]
     done = run_cli("train", "--dataset_dir", str(tmp_path / "one"), "--bundle_dir", str(bundle))
     assert done.returncode == 2 and "made for in_channels 4" in done.stderr and "has 1" in done.stderr
+
+
+def test_network_overrides_of_a_training_run_are_written_where_inference_builds_the_network(tmp_path):
+    """A model trained with --network_def#basis_type disco must not be loaded into the "multi" network (same weight
+    layout, so it would load without error and be wrong): the override goes into train.json and inference.json."""
+    dataset = write_msd_dataset(tmp_path / "d", ["MRI"], ["bg", "fg"], train=2, test=0)
+    bundle = create_bundle(tmp_path / "b", dataset)
+    written = record_network_overrides(bundle, {"network_def#basis_type": "disco", "epochs": 3})
+    assert written == ["network_def#basis_type"]
+    for name in ("train.json", "inference.json"):
+        config = json.loads((bundle / "configs" / name).read_text())
+        assert config["network_def"]["basis_type"] == "disco" and config.get("epochs") != 3
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    assert parser.get_parsed_content("network_def").model[0].conv[0].conv.basis_type == "disco"
+    with pytest.raises(InputError, match="network_def#scales is not a dictionary"):
+        record_network_overrides(bundle, {"network_def#scales#0": 1.0})
 
 
 def test_training_never_writes_the_shipped_bundle(tmp_path, digest_before):

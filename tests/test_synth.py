@@ -109,4 +109,4 @@ def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image
 
 def test_prepare_data_names_the_generators():
     done = run_cli("prepare-data", "/nonexistent/d", "--generator", "synthetic")
-    assert done.returncode == 2 and "expected template or synthseg" in done.stderr
+    assert done.returncode == 2 and "expected one of template, synthseg, mixed" in done.stderr

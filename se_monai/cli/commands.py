@@ -20,11 +20,11 @@ from se_monai.apps.demo import run_demo
 from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import disco
-from se_monai.bundles import bundle_plan, training_bundle
-from se_monai.data import prepare_brain_tissue_dataset
+from se_monai.bundles import bundle_plan, record_network_overrides, training_bundle
+from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
 from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
-from se_monai.synth import SynthSegSubjects
+from se_monai.synth import AlternatingSubjects, SynthSegSubjects
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
 
 __all__ = [
@@ -82,10 +82,14 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
         bundle_dir: the bundle to train (required): created from the shipped one when it does not exist, with the
             dataset's channels and classes; its best checkpoint is ``<bundle_dir>/models/model.pt``. The shipped
             bundle is never trained.
-        overrides: any train.json id, e.g. ``--epochs 10 --learning_rate 0.004``.
+        overrides: any train.json id, e.g. ``--epochs 10 --learning_rate 0.004``; those of the network
+            (``--network_def#basis_type disco``) are also written into the bundle's train.json and inference.json,
+            so that inference builds the network that was trained.
     """
     root = training_bundle(dataset_dir, bundle_dir)
     print(f"training the bundle {root}")
+    for key in record_network_overrides(root, overrides):
+        print(f"{key} = {overrides[key]!r} written into the bundle's train.json and inference.json")
     values = bundle_plan(root)
     if values is not None:
         print(describe_plan(values) + " (explicit overrides win)")
@@ -110,6 +114,10 @@ def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) 
     )
 
 
+#: Training-subject generators of ``prepare-data``.
+GENERATORS = ("template", "synthseg", "mixed")
+
+
 def prepare_data(
     output_dir: str, num_subjects: int = 12, seed: int = 0, generator: str = "template", t1_prob: float = 0.0
 ) -> str:
@@ -119,21 +127,24 @@ def prepare_data(
         output_dir: folder to write (created if missing; existing files are kept).
         num_subjects: synthetic training subjects.
         seed: random seed; the same seed writes the same data.
-        generator: "template" (the template deformed and recontrasted) or "synthseg" (se_monai.synth: random
-            contrasts, resolutions and sizes 0.6-1.5, with a head around half the brains).
-        t1_prob: with "synthseg", the fraction of subjects in T1 contrast order (CSF < grey < white matter, random
-            means otherwise); 0 leaves every contrast equally likely.
+        generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.synth: random
+            contrasts, resolutions and sizes 0.6-1.5, with a head around half the brains) or "mixed" (the two in
+            turn, as the shipped model was trained).
+        t1_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in T1 contrast order (CSF <
+            grey < white matter, random means otherwise); 0 leaves every contrast equally likely.
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
-    if generator not in ("template", "synthseg"):
-        raise InputError(f"--generator {generator}: expected template or synthseg")
+    if generator not in GENERATORS:
+        raise InputError(f"--generator {generator}: expected one of {', '.join(GENERATORS)}")
     if not 0.0 <= float(t1_prob) <= 1.0:
         raise InputError(f"{output_dir}: --t1_prob must be in 0..1, got {t1_prob}")
-    extra = {}
-    if generator == "synthseg":
-        extra = {"subjects": SynthSegSubjects(t1_prob=t1_prob), "description": SynthSegSubjects.description}
-    path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, **extra)
+    subjects = {
+        "template": TemplateSubjects,
+        "synthseg": lambda: SynthSegSubjects(t1_prob=t1_prob),
+        "mixed": lambda: AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(t1_prob=t1_prob)),
+    }[generator]()
+    path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
     return str(path)
 
