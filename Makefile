@@ -84,14 +84,29 @@ evaluate: data
 	$(BIN)/se-monai evaluate --dataset_dir $(DATA) --output_dir out/evaluate
 
 # Real brains nobody here synthesised (docs/results.md, "Real brains"): Colin27 and the INIA19 macaque template
-# from Debian's mricron-data package, fetched from the package registry with apt-get (Debian/Ubuntu), not installed.
+# from Debian's mricron-data package, fetched from the package registry with apt-get (Debian/Ubuntu), not installed;
+# pycortex's subject S1 from PyPI (below).
 REAL := data/mricron
 $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz:
 	mkdir -p $(REAL)
 	cd $(REAL) && (apt-get download mricron-data || (echo "apt-get download mricron-data failed: run apt-get update first (Debian/Ubuntu)" && exit 1))
 	dpkg-deb -x $(REAL)/mricron-data_*.deb $(REAL)
 
-real-brains: setup $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz
+# Subject S1 of pycortex's example database (a FreeSurfer-processed T1 with its cortical surfaces), from the pycortex
+# source distribution on PyPI (pip download, not installed; only its filestore/db/S1 and licence are unpacked).
+PYCORTEX := data/pycortex
+$(PYCORTEX)/pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz: | $(STAMP)
+	mkdir -p $(PYCORTEX)
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary pycortex pycortex==1.4.0 -d $(PYCORTEX)
+	tar -xzf $(PYCORTEX)/pycortex-1.4.0.tar.gz -C $(PYCORTEX) pycortex-1.4.0/filestore/db/S1 pycortex-1.4.0/LICENSE
+	touch $@
+
+$(VENV)/.study: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,study]'
+	touch $@
+
+real-brains: $(VENV)/.study $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz \
+		$(PYCORTEX)/pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz
 	$(BIN)/python docs/real_brains_study.py
 
 clean:

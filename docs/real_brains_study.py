@@ -14,9 +14,17 @@ case the tissue found outside Colin27's brain mask, and a PNG of the labels per 
 voxel size as z times the true one, so the bundle's Spacingd (1 mm) sees the anatomy z times larger: the levels of a
 pyramid of rescaled inputs (issue 13, item 2).
 
-Run (about 8 minutes on 2 CPU cores with the default zooms):
+And one individual brain in its own (native) space, from the pycortex sdist on PyPI (BSD-2-clause): subject S1 of
+its example database (``filestore/db/S1``), a FreeSurfer-processed adult T1 (``anatomicals/raw.nii.gz``, 256^3, 1 mm,
+skull on, FreeSurfer's intensity normalisation: white matter 110) with its pial and white-matter surfaces
+(``surfaces/pia_*.gii``, ``wm_*.gii``, in the T1's scanner coordinates). The surfaces are voxelised onto the T1's grid
+(trimesh, half-voxel pitch: the fraction of each voxel inside each surface): the cortical ribbon (inside pial, outside
+white) and the white-surface interior are its atlas labels, and the T1 masked to the pial surfaces dilated by 2 mm is
+its skull-stripped cerebrum (no cerebellum or brainstem: the surfaces cover the cerebrum only).
 
-    make real-brains        # fetches mricron-data into data/mricron with apt-get download, then runs this script
+Run (about 10 minutes on 2 CPU cores with the default zooms):
+
+    make real-brains        # fetches mricron-data (apt-get download) and pycortex (pip download), then runs this
     .venv/bin/python docs/real_brains_study.py --bundles "{'shipped': None}" --zooms "(1.0, 1.4, 2.0)"
 """
 
@@ -31,22 +39,32 @@ import fire
 import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
+from scipy import ndimage
 
 from se_monai.apps.plots import plot_segmentation
 from se_monai.plausibility import check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir, segment_image
 
 TEMPLATES = "data/mricron/usr/share/mricron/templates"
-#: case name: (file, species)
+PYCORTEX = "data/pycortex/pycortex-1.4.0/filestore/db/S1"
+#: case name: (source, file, norms); the S1 cerebrum is made from the T1 and its surfaces by :func:`_s1_cerebrum`.
 CASES = {
-    "Colin27, skull-stripped, 1 mm": ("ch2bet.nii.gz", "human"),
-    "Colin27, skull on, 1 mm": ("ch2.nii.gz", "human"),
-    "Colin27, skull-stripped, 0.5 mm": ("ch2better.nii.gz", "human"),
-    "INIA19 macaque, 0.5 mm": ("inia19-t1-brain.nii.gz", "macaque"),
+    "Colin27, skull-stripped, 1 mm": ("mricron", "ch2bet.nii.gz", "human, MNI space"),
+    "Colin27, skull on, 1 mm": ("mricron", "ch2.nii.gz", "human, MNI space"),
+    "Colin27, skull-stripped, 0.5 mm": ("mricron", "ch2better.nii.gz", "human, MNI space"),
+    "S1, cerebrum (skull-stripped by its surfaces), 1 mm": ("pycortex", "S1_cerebrum.nii.gz", "human"),
+    "S1, skull on, 1 mm": ("pycortex", "anatomicals/raw.nii.gz", "human"),
+    "INIA19 macaque, 0.5 mm": ("mricron", "inia19-t1-brain.nii.gz", "macaque"),
 }
-#: Published norms (mL): adult human grey and white matter (issue 13); rhesus whole brain on MRI, female and male
-#: means (Franklin et al., Brain Research 2000), compared with grey + white matter.
-NORMS = {"human": {"grey matter": (550, 800), "white matter": (400, 600)}, "macaque": {"tissue": (70.8, 89.2)}}
+#: Published norms (mL): adult human grey and white matter (issue 13) in a brain's own space; in MNI space (Colin27,
+#: linearly registered to MNI305, which enlarges brains) only their ratio is comparable, 550 / 600 to 800 / 400;
+#: rhesus whole brain on MRI, female and male means (Franklin et al., Brain Research 2000), compared with grey + white
+#: matter.
+NORMS = {
+    "human": {"grey matter": (550, 800), "white matter": (400, 600)},
+    "human, MNI space": {"grey matter / white matter": (550 / 600, 800 / 400)},
+    "macaque": {"grey matter + white matter": (70.8, 89.2)},
+}
 SHIPPED_RULES = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())["plausibility"]
 NAMES = {"1": "grey matter", "2": "white matter"}
 
@@ -55,24 +73,68 @@ def _on_grid(atlas: Path, reference: nib.Nifti1Image) -> np.ndarray:
     return np.asarray(resample_from_to(nib.load(str(atlas)), reference, order=0).dataobj)
 
 
-def _within(volumes: dict[str, float], species: str) -> str:
-    norms = NORMS[species]
-    if "tissue" in norms:
-        values = {"tissue": volumes["grey matter"] + volumes["white matter"]}
+def _within(volumes: dict[str, float], norms: str) -> str:
+    gm, wm = volumes["grey matter"], volumes["white matter"]
+    values = {"grey matter": gm, "white matter": wm, "grey matter + white matter": gm + wm}
+    values["grey matter / white matter"] = gm / wm if wm > 0 else float("inf")
+    return "yes" if all(low <= values[k] <= high for k, (low, high) in NORMS[norms].items()) else "no"
+
+
+def _surface_fractions(db: Path, image: nib.Nifti1Image, surface: str) -> tuple[np.ndarray, float]:
+    """The fraction of each voxel of ``image``'s grid inside a closed surface of S1 (both hemispheres; trimesh's
+    voxelisation at half the voxel pitch, 8 samples per voxel) and the volume it encloses (mL, from the meshes)."""
+    import trimesh  # the study's own dependency (pip install 'se-monai[study]')
+
+    world_to_voxel = np.linalg.inv(image.affine)
+    fraction, volume = np.zeros(image.shape[:3], np.float32), 0.0
+    for hemisphere in ("lh", "rh"):
+        gifti = nib.load(str(db / "surfaces" / f"{surface}_{hemisphere}.gii"))
+        vertices, faces = gifti.darrays[0].data.astype(np.float64), gifti.darrays[1].data
+        volume += abs(trimesh.Trimesh(vertices, faces, process=False).volume) / 1000.0
+        voxels = nib.affines.apply_affine(world_to_voxel, vertices)
+        filled = trimesh.Trimesh(voxels * 2.0, faces, process=False).voxelized(pitch=1.0).fill()
+        half = filled.sparse_indices + np.round(filled.translation).astype(int)  # in half voxels
+        np.add.at(fraction, tuple(((half + 1) // 2).T), 1.0 / 8.0)
+    return np.clip(fraction, 0.0, 1.0), volume
+
+
+def _s1_cerebrum(db: Path) -> dict[str, float]:
+    """Write S1's skull-stripped cerebrum (the T1 inside its pial surfaces dilated by 2 mm) and its atlas (1 cortical
+    ribbon, 2 inside the white surface; voxels at least half inside) beside the T1, once; returns the surfaces'
+    volumes (mL)."""
+    cached = db / "S1_surfaces.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    image = nib.load(str(db / "anatomicals" / "raw.nii.gz"))
+    pial, pial_ml = _surface_fractions(db, image, "pia")
+    white, white_ml = _surface_fractions(db, image, "wm")
+    atlas = np.where(white >= 0.5, 2, np.where(pial >= 0.5, 1, 0)).astype(np.uint8)
+    brain = ndimage.binary_dilation(pial > 0, iterations=2)
+    t1 = np.asarray(image.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(np.where(brain, t1, 0).astype(np.float32), image.affine), str(db / "S1_cerebrum.nii.gz"))
+    nib.save(nib.Nifti1Image(atlas, image.affine), str(db / "S1_atlas.nii.gz"))
+    volumes = {"cortical ribbon": pial_ml - white_ml, "inside white surface": white_ml}
+    cached.write_text(json.dumps(volumes, indent=2) + "\n")
+    return volumes
+
+
+def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Path], name: str) -> list[str]:
+    """Atlas GM voxels labelled GM and atlas WM voxels labelled WM (Colin27: AAL and JHU tracts; S1: its cortical
+    ribbon and white-surface interior), and for a case with the skull on the tissue outside the brain mask (mL)."""
+    if name.startswith("Colin27"):
+        folder = folders["mricron"]
+        grey = _on_grid(folder / "aal.nii.gz", image) > 0
+        white = _on_grid(folder / "JHU-WhiteMatter-labels-1mm.nii.gz", image) > 0
+        brain = _on_grid(folder / "ch2bet.nii.gz", image) > 0
+    elif name.startswith("S1"):
+        atlas = _on_grid(folders["pycortex"] / "S1_atlas.nii.gz", image)
+        grey, white = atlas == 1, atlas == 2
+        brain = _on_grid(folders["pycortex"] / "S1_cerebrum.nii.gz", image) > 0
     else:
-        values = volumes
-    return "yes" if all(low <= values[k] <= high for k, (low, high) in norms.items()) else "no"
-
-
-def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folder: Path, name: str) -> list[str]:
-    """AAL voxels labelled GM, JHU tract voxels labelled WM (Colin27 only), tissue outside the brain mask (mL)."""
-    if not name.startswith("Colin27"):
         return ["-", "-", "-"]
-    aal = _on_grid(folder / "aal.nii.gz", image) > 0
-    jhu = _on_grid(folder / "JHU-WhiteMatter-labels-1mm.nii.gz", image) > 0
-    cells = [f"{(labels[aal] == 1).mean():.3f}", f"{(labels[jhu] == 2).mean():.3f}"]
+    cells = [f"{(labels[grey] == 1).mean():.3f}", f"{(labels[white] == 2).mean():.3f}"]
     if "skull on" in name:
-        outside = (labels > 0) & (_on_grid(folder / "ch2bet.nii.gz", image) == 0)
+        outside = (labels > 0) & ~brain
         cells.append(f"{class_volumes(outside, image.affine, {'1': 'outside'})['outside']:.0f}")
     else:
         cells.append("-")
@@ -90,21 +152,34 @@ def _zoomed(path: Path, zoom: float, folder: Path) -> Path:
     return out
 
 
+def _plot(image: nib.Nifti1Image, labels: np.ndarray, output: Path, title: str) -> None:
+    """The overlay PNG, on the volume turned to RAS axes (S1's T1 is stored LIA)."""
+    canonical = nib.as_closest_canonical(image)
+    turned = nib.as_closest_canonical(nib.Nifti1Image(labels.astype(np.uint8), image.affine))
+    picture = np.asarray(canonical.dataobj, dtype=np.float32)
+    plot_segmentation(picture, np.asarray(turned.dataobj), output, list(NAMES.values()), title=title)
+
+
 def main(
     templates: str = TEMPLATES,
+    pycortex: str = PYCORTEX,
     bundles: dict | None = None,
     zooms: tuple = (1.0, 1.4, 2.0),
     output_dir: str = "docs/results/real_brains",
 ) -> None:
     """Print a markdown table per bundle and write the PNGs to ``output_dir``."""
-    folder = Path(templates)
-    missing = [f for f, _ in CASES.values() if not (folder / f).is_file()]
+    folders = {"mricron": Path(templates), "pycortex": Path(pycortex)}
+    if not (folders["pycortex"] / "anatomicals" / "raw.nii.gz").is_file():
+        raise SystemExit(f"{pycortex}: no anatomicals/raw.nii.gz (run `make real-brains` to fetch pycortex)")
+    surfaces = _s1_cerebrum(folders["pycortex"])
+    print("S1's surfaces: " + ", ".join(f"{k} {v:.1f} mL" for k, v in surfaces.items()))
+    missing = [f for source, f, _ in CASES.values() if not (folders[source] / f).is_file()]
     if missing:
-        raise SystemExit(f"{folder}: {', '.join(missing)} missing (run `make real-brains` to fetch mricron-data)")
+        raise SystemExit(f"{', '.join(missing)} missing (run `make real-brains` to fetch mricron-data and pycortex)")
     bundles = bundles or {"shipped": None}
     print(
-        "| model | brain | zoom | grey matter (mL) | white matter (mL) | within norms | plausibility | AAL as GM "
-        "| JHU as WM | tissue outside brain (mL) | seconds |"
+        "| model | brain | zoom | grey matter (mL) | white matter (mL) | within norms | plausibility | atlas GM as GM "
+        "| atlas WM as WM | tissue outside brain (mL) | seconds |"
     )
     print("| --- |" + " --- |" * 10)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,13 +187,15 @@ def main(
         for model, bundle in bundles.items():
             config = json.loads((resolve_bundle_dir(bundle) / "configs" / "inference.json").read_text())
             rules = config.get("plausibility") or SHIPPED_RULES
-            for name, (file, species) in CASES.items():
-                image = nib.load(str(folder / file))
-                picture = np.asarray(image.dataobj, dtype=np.float32)
+            for name, (source, file, norms) in CASES.items():
+                path = folders[source] / file
+                image = nib.load(str(path))
+                stem = Path(file).name.split(".")[0]
+                stem = stem if source == "mricron" or stem.startswith("S1") else f"S1_{stem}"
                 for zoom in (float(z) for z in zooms):
-                    out = work / f"{model}_{zoom:g}_{file}"
+                    out = work / f"{model}_{zoom:g}_{stem}.nii.gz"
                     start = time.perf_counter()
-                    segment_image(_zoomed(folder / file, zoom, work), out, bundle, progress=False, plausibility="off")
+                    segment_image(_zoomed(path, zoom, work), out, bundle, progress=False, plausibility="off")
                     seconds = time.perf_counter() - start
                     labels = np.asarray(nib.load(str(out)).dataobj)
                     volumes = class_volumes(labels, image.affine, NAMES)  # labels on the input's own grid
@@ -129,19 +206,17 @@ def main(
                         f"{zoom:g}",
                         f"{volumes['grey matter']:.1f}",
                         f"{volumes['white matter']:.1f}",
-                        _within(volumes, species),
+                        _within(volumes, norms),
                         "; ".join(broken) if broken else "plausible",
-                        *_agreement(labels, image, folder, name),
+                        *_agreement(labels, image, folders, name),
                         f"{seconds:.0f}",
                     ]
                     print("| " + " | ".join(cells) + " |", flush=True)
-                    stem = file.split(".")[0]
-                    plot_segmentation(
-                        picture,
+                    _plot(
+                        image,
                         labels,
                         Path(output_dir) / f"{model.replace(' ', '_')}_{stem}_zoom{zoom:g}.png",
-                        list(NAMES.values()),
-                        title=f"{model}: {name}, zoom {zoom:g} (GM {volumes['grey matter']:.0f} mL, "
+                        f"{model}: {name}, zoom {zoom:g} (GM {volumes['grey matter']:.0f} mL, "
                         f"WM {volumes['white matter']:.0f} mL)",
                     )
 

@@ -194,9 +194,9 @@ def synthseg_transform(
             mt.RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.1, 0.4), degree=3),
             mt.RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.6, 1.6)),
             mt.RandGaussianNoised(keys="image", prob=1.0, mean=0.0, std=0.03),
-            mt.ScaleIntensityd(keys="image"),
             mt.MaskIntensityd(keys="image", mask_key="mask"),  # stripped: exactly 0 outside, as tools write it
             mt.DeleteItemsd(keys="mask"),
+            mt.ScaleIntensityd(keys="image"),
             mt.MapLabelValued(
                 keys="label",
                 orig_labels=list(range(len(STRUCTURES))),

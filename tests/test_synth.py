@@ -11,7 +11,14 @@ from monai.data import load_decathlon_datalist
 from test_cli import run_cli
 
 from se_monai.data import HEAD_PAD, HEAD_SHELLS, prepare_brain_tissue_dataset
-from se_monai.synth import STRUCTURES, RandLabelIntensityd, structure_labels, synthseg_transform
+from se_monai.synth import (
+    STRUCTURES,
+    AlternatingSubjects,
+    RandLabelIntensityd,
+    RandSkullStripd,
+    structure_labels,
+    synthseg_transform,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,43 @@ def test_a_subject_is_an_image_in_0_1_and_grey_white_other_labels(ball):
         int((torch.as_tensor(synthseg_transform(seed=s)({"label": labels})["label"]) > 0).sum()) for s in range(4)
     ]
     assert max(volumes) > 1.5 * min(volumes)
+
+
+def test_skull_stripping_removes_the_head_and_outer_csf_to_the_drawn_depth(ball):
+    labels = torch.from_numpy(structure_labels(*ball))[None]
+    csf, gm = STRUCTURES.index("csf"), STRUCTURES.index("grey matter")
+    kept = RandSkullStripd("label", prob=0.0)({"label": labels})
+    assert torch.equal(kept["label"], labels) and bool(kept["mask"].all())
+    strip = RandSkullStripd("label", prob=1.0, csf_depth=(3.0, 3.0))
+    out = strip({"label": labels})
+    stripped, mask = out["label"], out["mask"]
+    assert int((stripped >= STRUCTURES.index("csf shell")).sum()) == 0  # no head left
+    assert torch.equal(mask, stripped != 0) and int((labels == gm).sum()) == int((stripped == gm).sum())
+    # the ball's CSF layer (radius 12-13 plus the hull's closing) is within 3 voxels of the outside: all gone
+    assert int((stripped == csf).sum()) == 0 < int((labels == csf).sum())
+    shallow = RandSkullStripd("label", prob=1.0, csf_depth=(0.0, 0.0))({"label": labels})["label"]
+    assert torch.equal(shallow == csf, labels == csf)  # depth 0: the CSF stays, only the head goes
+    # in a whole subject the stripped voxels are exactly 0, as brain-extraction tools write them
+    subject = synthseg_transform(seed=0, strip_prob=1.0)({"label": labels})
+    image, target = torch.as_tensor(subject["image"]), torch.as_tensor(subject["label"])
+    assert float(image.max()) == 1.0 and float((image == 0).float().mean()) > 0.5 and "mask" not in subject
+    assert int((target[image == 0] > 0).sum()) == 0
+
+
+def test_alternating_subjects_take_turns_and_name_their_generators():
+    class Ones:
+        def __call__(self, seed):
+            return np.ones((2, 2, 2), np.float32), np.ones((2, 2, 2), np.uint8), np.eye(4)
+
+    class Twos(Ones):
+        def __call__(self, seed):
+            return tuple(2 * a for a in super().__call__(seed))
+
+    both = AlternatingSubjects(Ones(), Twos())
+    assert [int(both(seed)[1][0, 0, 0]) for seed in range(10007, 10011)] == [2, 1, 2, 1]
+    assert "Ones and, in turn, from Twos" in both.description
+    with pytest.raises(ValueError, match="at least one"):
+        AlternatingSubjects()
 
 
 def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image(tmp_path):
