@@ -79,6 +79,9 @@ def _update_configs(root: Path, dataset_dir: Path, dataset: dict[str, Any], valu
         for key in transforms[:-1]:
             parent = parent[key]
         parent[transforms[-1]] = _planned_transforms(parent[transforms[-1]], values)
+        if values["normalization"] == "ct":  # 0 is a tissue value in CT, not the outside of a skull-stripping mask
+            post = (config["train"] if name == "train.json" else config)["postprocessing"]
+            post["transforms"] = [t for t in post["transforms"] if t.get("_target_") != "MaskIntensityd"]
         _write_json(path, config)
 
 

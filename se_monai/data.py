@@ -43,6 +43,9 @@ __all__ = [
     "synthesis_transform",
     "TemplateSubjects",
     "list_nifti",
+    "STRIPPED_ZERO_FRACTION",
+    "is_skull_stripped",
+    "skull_stripped_indices",
     "labelled_test_datalist",
     "read_dataset",
     "prepare_brain_tissue_dataset",
@@ -288,6 +291,33 @@ def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str
     if not pairs:
         raise FileNotFoundError(f"{root}: no imagesTs/ file has a label of the same name in labelsTs/")
     return pairs
+
+
+#: Fraction of voxels exactly 0 above which a brain image counts as skull-stripped (a head fills its field of view
+#: with noise; brain-extraction tools write zeros outside the brain: 0.66-0.95 in the shipped model's data).
+STRIPPED_ZERO_FRACTION = 0.3
+
+
+def is_skull_stripped(path: str | os.PathLike) -> bool:
+    """Whether the image file is a skull-stripped brain: more than :data:`STRIPPED_ZERO_FRACTION` of its voxels
+    are exactly 0.
+
+    Raises:
+        InputError: the file cannot be read as an image.
+    """
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as err:  # nibabel raises many types for unreadable files
+        raise InputError(f"{path}: not a readable image ({type(err).__name__})") from err
+    return float(np.count_nonzero(data == 0)) / max(1, data.size) > STRIPPED_ZERO_FRACTION
+
+
+def skull_stripped_indices(datalist: list[dict[str, Any]]) -> list[int]:
+    """Indices of the ``datalist`` items (``{"image": path, ...}``) whose image is skull-stripped
+    (:func:`is_skull_stripped`), or of all items when none is: the data the shipped training recipe estimates its
+    batch-norm statistics on (:class:`se_monai.handlers.BatchNormRecalibration`)."""
+    stripped = [i for i, item in enumerate(datalist) if is_skull_stripped(item["image"])]
+    return stripped or list(range(len(datalist)))
 
 
 def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:

@@ -6,13 +6,15 @@
   every run ends validated, so the best-by-validation checkpoint always exists.
 - :class:`TrainingState`: model, optimizer, scheduler, best-checkpoint record and trainer saved after every epoch and
   loaded when a run starts, so the same command continues a killed run; removed when the run completes.
+- :class:`BatchNormRecalibration`: when training ends, the best checkpoint with its batch-norm statistics estimated
+  afresh over chosen training data is validated, and kept as the best checkpoint only if it validates better.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from monai.handlers import ValidationHandler as MonaiValidationHandler
 
 from se_monai.ops.atomic import atomic_write
 
-__all__ = ["CheckpointSaver", "ValidationHandler", "TrainingState"]
+__all__ = ["CheckpointSaver", "ValidationHandler", "TrainingState", "recalibrate_batch_norm", "BatchNormRecalibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +134,89 @@ class TrainingState:
     def remove(self, engine: Engine) -> None:
         if idist.get_rank() == 0:
             self.path.unlink(missing_ok=True)
+
+
+def recalibrate_batch_norm(
+    network: torch.nn.Module, batches: Iterable[Mapping[str, Any]], num_batches: int, device: Any = "cpu"
+) -> int:
+    """Replace the running mean and variance of every batch-norm layer of ``network`` by their plain average over
+    ``num_batches`` batches (``batch["image"]``, cycled if the iterable is shorter), in training mode without
+    gradients; precise batch norm (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", arXiv 2105.07576, 2021).
+    The running estimates of the last training steps weigh the last few batches most (momentum 0.1): with training
+    data of very different kinds (here skull-stripped brains and whole heads) they depend on which came last.
+
+    Returns:
+        The number of batches used. The network is left in eval mode, with its layers' momentum as before.
+
+    Raises:
+        ValueError: ``num_batches < 1`` or no batch.
+    """
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    network.train()
+    seen = 0
+    with torch.no_grad():
+        while seen < num_batches:
+            before = seen
+            for batch in batches:
+                network(batch["image"].to(device))
+                seen += 1
+                if seen == num_batches:
+                    break
+            if seen == before:
+                raise ValueError("recalibrate_batch_norm: no batches to run")
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    network.eval()
+    return seen
+
+
+class BatchNormRecalibration:
+    """When training completes: load the best checkpoint (``checkpoint``, e.g. ``models/model.pt``) into
+    ``network``, recalibrate its batch-norm statistics over ``num_batches`` batches of ``data_loader``
+    (:func:`recalibrate_batch_norm`), and run ``validator``: its key-metric checkpoint saver replaces the best
+    checkpoint only if the recalibrated network validates better, so validation decides, never this handler. Attach
+    it after the handler that saves the final weights (they are saved as trained).
+
+    Args:
+        validator: the run's evaluator, whose handlers include the key-metric :class:`CheckpointSaver`.
+        network: the trained network (the one the checkpoint holds).
+        checkpoint: the best checkpoint's path; nothing is done when it does not exist.
+        data_loader: training batches for the statistics, e.g. the skull-stripped training images only
+            (:func:`se_monai.data.is_skull_stripped`).
+        num_batches: batches to average over.
+        key: the network's key in the checkpoint.
+        map_location: as in ``torch.load``.
+    """
+
+    def __init__(
+        self,
+        validator: Engine,
+        network: torch.nn.Module,
+        checkpoint: str | os.PathLike,
+        data_loader: Iterable[Mapping[str, Any]],
+        num_batches: int = 150,
+        key: str = "model",
+        map_location: Any = "cpu",
+    ) -> None:
+        self.validator, self.network, self.checkpoint = validator, network, Path(checkpoint)
+        self.data_loader, self.num_batches, self.key, self.map_location = data_loader, num_batches, key, map_location
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.checkpoint.is_file():
+            return
+        network = getattr(self.network, "module", self.network)  # under DistributedDataParallel, its module
+        state = torch.load(self.checkpoint, map_location=self.map_location, weights_only=True)
+        network.load_state_dict(state.get(self.key, state))  # nested {"model": ...} or flat
+        device = next(network.parameters()).device
+        used = recalibrate_batch_norm(network, self.data_loader, self.num_batches, device)
+        logger.info(f"batch-norm statistics of {self.checkpoint} recalibrated over {used} batches; validating")
+        self.validator.run(engine.state.epoch)

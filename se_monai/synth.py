@@ -213,7 +213,8 @@ class SynthSegSubjects:
     structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
-    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range`` and ``t1_prob`` as in :func:`synthseg_transform`.
+    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob`` and ``strip_prob`` as in
+    :func:`synthseg_transform`.
     """
 
     description = (
@@ -222,15 +223,17 @@ class SynthSegSubjects:
         "bias field, noise, isotropic scaling 0.6-1.5, half skull-stripped); the real T1 held out."
     )
 
-    def __init__(self, scale_range: tuple[float, float] = (0.6, 1.5), t1_prob: float = 0.0) -> None:
+    def __init__(
+        self, scale_range: tuple[float, float] = (0.6, 1.5), t1_prob: float = 0.0, strip_prob: float = 0.5
+    ) -> None:
         t1, gm, wm, affine = load_icbm152()
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
         self.affine = affine.copy()
         self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
-        self.scale_range, self.t1_prob = scale_range, float(t1_prob)
+        self.scale_range, self.t1_prob, self.strip_prob = scale_range, float(t1_prob), float(strip_prob)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = synthseg_transform(self.scale_range, seed, self.t1_prob)({"label": self.labels})
+        out = synthseg_transform(self.scale_range, seed, self.t1_prob, self.strip_prob)({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine
 

@@ -12,12 +12,15 @@ from se_monai.data import (
     HEAD_SHELLS,
     add_head,
     icbm152_paths,
+    is_skull_stripped,
     labelled_test_datalist,
     list_nifti,
     load_icbm152,
+    skull_stripped_indices,
     synthesis_transform,
     tissue_labels,
 )
+from se_monai.io import InputError
 
 
 def test_template_is_found_offline_and_real():
@@ -52,6 +55,22 @@ def test_synthesis_is_deterministic_and_changes_the_image():
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
     assert not torch.allclose(torch.as_tensor(a), torch.as_tensor(c))
     assert not torch.allclose(torch.as_tensor(a), volume)
+
+
+def test_skull_stripped_images_are_told_from_heads_by_their_zeros(tmp_path):
+    rng = np.random.default_rng(0)
+    head = rng.random((20, 20, 20)).astype(np.float32) + 0.01  # noise everywhere, as a scan with the head on
+    stripped = np.where(np.indices((20, 20, 20)).sum(0) < 25, head, 0).astype(np.float32)  # about half zero
+    items = []
+    for name, volume in (("head", head), ("brain", stripped), ("head2", head)):
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+        items.append({"image": str(tmp_path / f"{name}.nii.gz")})
+    assert [is_skull_stripped(i["image"]) for i in items] == [False, True, False]
+    assert skull_stripped_indices(items) == [1]
+    assert skull_stripped_indices([items[0], items[2]]) == [0, 1]  # none stripped: all of them
+    (tmp_path / "bad.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"bad\.nii\.gz: not a readable image"):
+        is_skull_stripped(tmp_path / "bad.nii.gz")
 
 
 def test_msd_dataset(icbm_dataset):

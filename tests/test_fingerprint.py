@@ -80,6 +80,8 @@ def test_a_ct_dataset_trains_with_its_plan(tmp_path):
         targets = [t["_target_"] for t in transforms]
         assert "ScaleIntensityRanged" in targets and "CropForegroundd" not in targets
         assert "NormalizeIntensityd" not in targets and config["pixdim"] == saved["plan"]["pixdim"]
+        post = (config["train"] if name == "train.json" else config)["postprocessing"]["transforms"]
+        assert "MaskIntensityd" not in [t["_target_"] for t in post]  # 0 is a tissue value in CT
     scan = dataset / "imagesTs" / "case_002.nii.gz"
     done = run_cli("segment", str(scan), str(tmp_path / "seg.nii.gz"), "--bundle_dir", str(bundle))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -119,7 +119,12 @@ GENERATORS = ("template", "synthseg", "mixed")
 
 
 def prepare_data(
-    output_dir: str, num_subjects: int = 12, seed: int = 0, generator: str = "template", t1_prob: float = 0.0
+    output_dir: str,
+    num_subjects: int = 12,
+    seed: int = 0,
+    generator: str = "template",
+    t1_prob: float = 0.0,
+    strip_prob: float = 0.5,
 ) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
@@ -128,21 +133,26 @@ def prepare_data(
         num_subjects: synthetic training subjects.
         seed: random seed; the same seed writes the same data.
         generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.synth: random
-            contrasts, resolutions and sizes 0.6-1.5, with a head around half the brains) or "mixed" (the two in
-            turn, as the shipped model was trained).
+            contrasts, resolutions and sizes 0.6-1.5, with a head around some of the brains) or "mixed" (the two in
+            turn; the shipped model's data with ``--num_subjects 24 --t1_prob 1``).
         t1_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in T1 contrast order (CSF <
             grey < white matter, random means otherwise); 0 leaves every contrast equally likely.
+        strip_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects skull-stripped (the others
+            keep a synthetic head).
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
     if generator not in GENERATORS:
         raise InputError(f"--generator {generator}: expected one of {', '.join(GENERATORS)}")
-    if not 0.0 <= float(t1_prob) <= 1.0:
-        raise InputError(f"{output_dir}: --t1_prob must be in 0..1, got {t1_prob}")
+    for name, value in (("t1_prob", t1_prob), ("strip_prob", strip_prob)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise InputError(f"{output_dir}: --{name} must be in 0..1, got {value}")
     subjects = {
         "template": TemplateSubjects,
-        "synthseg": lambda: SynthSegSubjects(t1_prob=t1_prob),
-        "mixed": lambda: AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(t1_prob=t1_prob)),
+        "synthseg": lambda: SynthSegSubjects(t1_prob=t1_prob, strip_prob=strip_prob),
+        "mixed": lambda: AlternatingSubjects(
+            TemplateSubjects(), SynthSegSubjects(t1_prob=t1_prob, strip_prob=strip_prob)
+        ),
     }[generator]()
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")

@@ -48,10 +48,11 @@ class SEUNet(nn.Module):
 
     The defaults are the paper's configuration: channels (4, 8, 16, 32), strides (2, 2, 2), kernel 5, effective
     size 3, scales 0.9**i (i = 0..3), "multi" Hermite basis, 2 residual units, SiLU, batch norm (about 75 k
-    parameters for one input channel), so the paper's models port over. :meth:`equivariant` builds the same network
-    with the basis optimised for equivariance ("disco", same weight layout): at kernel 5 its layers are far more
-    scale-equivariant than the sampled Hermite basis, but trained as the shipped model it measured no better end
-    to end (docs/results.md, "The shipped model"), so it is a preset rather than the default.
+    parameters for one input channel), so the paper's models and checkpoints port over unchanged. :meth:`equivariant`
+    builds the same network with the basis optimised for equivariance ("disco", same weight layout), whose layers are
+    far more scale-equivariant at kernel 5 than the sampled Hermite basis (docs/equivariance.md); the shipped bundle's
+    model is that preset (docs/results.md, "The shipped model"). The default stays the paper's, so that a checkpoint
+    of the paper's code is never loaded into another basis without notice.
 
     Args:
         spatial_dims: must be 3.
@@ -121,8 +122,8 @@ class SEUNet(nn.Module):
     @classmethod
     def equivariant(cls, in_channels: int = 1, out_channels: int = 1, **overrides) -> SEUNet:
         """The paper's SE-U-Net with the basis optimised for scale equivariance (``basis_type="disco"``;
-        docs/equivariance.md: stack error about 0.03 where the "multi" basis has 0.11-0.20 at kernel 5);
-        ``overrides`` are any other arguments of :class:`SEUNet`."""
+        docs/equivariance.md: stack error about 0.03 where the "multi" basis has 0.11-0.20 at kernel 5), the network
+        of the shipped bundle; ``overrides`` are any other arguments of :class:`SEUNet`."""
         return cls(in_channels=in_channels, out_channels=out_channels, **{"basis_type": "disco", **overrides})
 
     def _create_block(

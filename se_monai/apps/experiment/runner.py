@@ -63,7 +63,8 @@ def _train_overrides(
         crop = next(i for i, t in enumerate(random_transforms) if "Crop" in t["_target_"])
         random_transforms.insert(crop + 1, _augmentation(config))
     handlers = copy.deepcopy(parser.get("train#handlers"))
-    skipped = ("ValidationHandler", "TensorBoardStatsHandler")  # no validation: every run trains a fixed budget
+    # no validation (nor the recalibration it judges): every run trains a fixed budget
+    skipped = ("ValidationHandler", "BatchNormRecalibration", "TensorBoardStatsHandler")
     handlers = [h for h in handlers if not h["_target_"].endswith(skipped)]
     for handler in handlers:  # without validation, the run's model is its final weights
         if handler["_target_"].endswith("CheckpointSaver") and handler.get("save_final"):
