@@ -74,6 +74,10 @@ def _on_grid(atlas: Path, reference: nib.Nifti1Image) -> np.ndarray:
 
 
 def _within(volumes: dict[str, float], norms: str) -> str:
+    """ "yes" when the volumes meet the norms and the shipped plausibility ranges (a head labelled tissue can have a
+    normal grey/white ratio, never normal volumes)."""
+    if check_volumes(volumes, SHIPPED_RULES):
+        return "no"
     gm, wm = volumes["grey matter"], volumes["white matter"]
     values = {"grey matter": gm, "white matter": wm, "grey matter + white matter": gm + wm}
     values["grey matter / white matter"] = gm / wm if wm > 0 else float("inf")

@@ -3,7 +3,8 @@ real ICBM152 T1 rescaled by several factors (MONAI Zoom, 1 mm voxels kept, as th
 volumes and plausibility verdict for the real T1, the same brain with a head around it, and with its contrast
 inverted.
 
-Run (after `make data`; about 2 minutes per bundle on 2 CPU cores):
+Run (after `make data`, which writes the real T1 and its labels to data/icbm152_mixed/imagesTs and labelsTs; about
+2 minutes per bundle on 2 CPU cores):
 
     .venv/bin/python docs/shipped_model_study.py --bundles "{'shipped': 'bundle', 'retrained': 'out/icbm152_bundle'}"
 """
@@ -24,7 +25,10 @@ from se_monai.metrics import label_dice
 from se_monai.plausibility import check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir, segment_image
 
-TEST = {"image": "data/icbm152/imagesTs/icbm152_t1.nii.gz", "label": "data/icbm152/labelsTs/icbm152_t1.nii.gz"}
+TEST = {
+    "image": "data/icbm152_mixed/imagesTs/icbm152_t1.nii.gz",
+    "label": "data/icbm152_mixed/labelsTs/icbm152_t1.nii.gz",
+}
 TISSUE = {"grey matter": 1, "white matter": 2}
 #: The shipped bundle's class names and ranges, also for bundles made before the ranges existed.
 SHIPPED = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())

@@ -15,6 +15,7 @@ from helpers import write_crops
 
 from se_monai.cli import main
 from se_monai.cli.commands import demo
+from se_monai.data import load_icbm152
 from se_monai.metrics import label_dice
 
 
@@ -150,6 +151,9 @@ def test_demo_on_real_t1_meets_dice_target(tmp_path, capsys):
     assert set(np.unique(np.asarray(seg.dataobj))) == {0, 1, 2}
     assert f"Dice grey matter: {scores['grey matter']:.4f}" in printed and "segmentation written to" in printed
     assert scores["grey matter"] >= 0.80 and scores["white matter"] >= 0.80, scores
+    # a skull-stripped input's zero voxels are outside the brain: inference labels them "other" (MaskIntensityd)
+    t1 = load_icbm152()[0]
+    assert int((np.asarray(seg.dataobj)[t1 == 0] > 0).sum()) == 0
 
 
 def test_train_rejects_a_folder_without_dataset_json(tmp_path):
