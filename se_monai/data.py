@@ -45,6 +45,7 @@ __all__ = [
     "list_nifti",
     "STRIPPED_ZERO_FRACTION",
     "is_skull_stripped",
+    "split_datalist",
     "skull_stripped_indices",
     "labelled_test_datalist",
     "read_dataset",
@@ -310,6 +311,21 @@ def is_skull_stripped(path: str | os.PathLike) -> bool:
     except Exception as err:  # nibabel raises many types for unreadable files
         raise InputError(f"{path}: not a readable image ({type(err).__name__})") from err
     return float(np.count_nonzero(data == 0)) / max(1, data.size) > STRIPPED_ZERO_FRACTION
+
+
+def split_datalist(datalist: list[dict[str, Any]], num_val: int) -> tuple[list, list]:
+    """``(training, validation)`` items of a bundle's datalist: the last ``num_val`` items validate, at most all but
+    one of them; ``num_val`` 0 or a single item validates on the last training item.
+
+    Raises:
+        ValueError: an empty datalist or a negative ``num_val``.
+    """
+    if not datalist or num_val < 0:
+        raise ValueError(f"split_datalist: needs items and num_val >= 0, got {len(datalist)} items, num_val {num_val}")
+    held_out = min(int(num_val), len(datalist) - 1)
+    if held_out == 0:
+        return list(datalist), list(datalist[-1:])
+    return list(datalist[:-held_out]), list(datalist[-held_out:])
 
 
 def skull_stripped_indices(datalist: list[dict[str, Any]]) -> list[int]:

@@ -17,6 +17,7 @@ from se_monai.data import (
     list_nifti,
     load_icbm152,
     skull_stripped_indices,
+    split_datalist,
     synthesis_transform,
     tissue_labels,
 )
@@ -71,6 +72,16 @@ def test_skull_stripped_images_are_told_from_heads_by_their_zeros(tmp_path):
     (tmp_path / "bad.nii.gz").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"bad\.nii\.gz: not a readable image"):
         is_skull_stripped(tmp_path / "bad.nii.gz")
+
+
+def test_the_last_items_validate_but_never_all_of_them():
+    items = [{"image": str(k)} for k in range(5)]
+    assert split_datalist(items, 2) == (items[:3], items[3:])
+    assert split_datalist(items[:2], 2) == (items[:1], items[1:2])  # at most all but one
+    assert split_datalist(items[:1], 2) == (items[:1], items[:1]) == split_datalist(items[:1], 0)
+    assert split_datalist(items, 0) == (items, items[-1:])
+    with pytest.raises(ValueError, match="needs items"):
+        split_datalist([], 1)
 
 
 def test_msd_dataset(icbm_dataset):
