@@ -313,6 +313,13 @@ def is_skull_stripped(path: str | os.PathLike) -> bool:
     return float(np.count_nonzero(data == 0)) / max(1, data.size) > STRIPPED_ZERO_FRACTION
 
 
+def acquired_voxels(image: Any) -> Any:
+    """``select_fn`` of ``MaskIntensityd`` for predictions: ``(1, D, H, W)``, True where any of the ``(C, D, H, W)``
+    input channels is non-zero, so that voxels exactly 0 in every channel (outside a skull-stripped brain, as
+    extraction tools write it) are labelled background, whatever the channel count."""
+    return (image != 0).any(0, keepdim=True)
+
+
 def split_datalist(datalist: list[dict[str, Any]], num_val: int) -> tuple[list, list]:
     """``(training, validation)`` items of a bundle's datalist: the last ``num_val`` items validate, at most all but
     one of them; ``num_val`` 0 or a single item validates on the last training item.

@@ -181,7 +181,9 @@ class BatchNormRecalibration:
     ``network``, recalibrate its batch-norm statistics over ``num_batches`` batches of ``data_loader``
     (:func:`recalibrate_batch_norm`), and run ``validator``: its key-metric checkpoint saver replaces the best
     checkpoint only if the recalibrated network validates better, so validation decides, never this handler. Attach
-    it after the handler that saves the final weights (they are saved as trained).
+    it after the handler that saves the final weights (they are saved as trained). With several processes (torchrun),
+    every process waits for the checkpoint, recalibrates over its own batches, and the statistics are averaged over
+    the processes, so their networks stay identical. The network ends holding the best checkpoint.
 
     Args:
         validator: the run's evaluator, whose handlers include the key-metric :class:`CheckpointSaver`.
@@ -210,13 +212,26 @@ class BatchNormRecalibration:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
 
-    def __call__(self, engine: Engine) -> None:
+    def _load_best(self, network: torch.nn.Module) -> bool:
+        if idist.get_world_size() > 1:
+            idist.barrier()  # the first process has written the best checkpoint before any process reads it
         if not self.checkpoint.is_file():
-            return
-        network = getattr(self.network, "module", self.network)  # under DistributedDataParallel, its module
+            return False
         state = torch.load(self.checkpoint, map_location=self.map_location, weights_only=True)
         network.load_state_dict(state.get(self.key, state))  # nested {"model": ...} or flat
+        return True
+
+    def __call__(self, engine: Engine) -> None:
+        network = getattr(self.network, "module", self.network)  # under DistributedDataParallel, its module
+        if not self._load_best(network):
+            return
         device = next(network.parameters()).device
         used = recalibrate_batch_norm(network, self.data_loader, self.num_batches, device)
+        if idist.get_world_size() > 1:  # every process averaged its own batches: the mean over processes is the
+            for m in network.modules():  # average over all of them, and the processes stay identical
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    for buffer in (m.running_mean, m.running_var):
+                        buffer.copy_(idist.all_reduce(buffer.clone()) / idist.get_world_size())
         logger.info(f"batch-norm statistics of {self.checkpoint} recalibrated over {used} batches; validating")
         self.validator.run(engine.state.epoch)
+        self._load_best(network)  # the network ends as the best checkpoint, recalibrated or not

@@ -10,6 +10,7 @@ from monai.data import load_decathlon_datalist
 
 from se_monai.data import (
     HEAD_SHELLS,
+    acquired_voxels,
     add_head,
     icbm152_paths,
     is_skull_stripped,
@@ -82,6 +83,14 @@ def test_the_last_items_validate_but_never_all_of_them():
     assert split_datalist(items, 0) == (items, items[-1:])
     with pytest.raises(ValueError, match="needs items"):
         split_datalist([], 1)
+
+
+def test_acquired_voxels_are_non_zero_in_any_channel():
+    image = torch.zeros(4, 3, 2, 2)
+    image[2, 1, 0, 0], image[0, 2, 1, 1] = -1.0, 5.0
+    mask = acquired_voxels(image)
+    assert mask.shape == (1, 3, 2, 2) and mask.dtype == torch.bool
+    assert sorted(map(tuple, mask[0].nonzero().tolist())) == [(1, 0, 0), (2, 1, 1)]
 
 
 def test_msd_dataset(icbm_dataset):

@@ -83,6 +83,9 @@ def test_recalibration_handler_validates_the_best_checkpoint_recalibrated(tmp_pa
     expected = net[0](data[0]["image"]).mean().reshape(1)
     assert seen["epoch"] == 4
     torch.testing.assert_close(seen["mean"], expected)
+    # this validator saved nothing better: the network ends as the checkpoint holds it (statistics not recalibrated)
+    torch.testing.assert_close(net[1].running_mean, torch.zeros(1))
+    torch.testing.assert_close(net[0].weight, best_weight)
     handler.checkpoint = tmp_path / "missing.pt"  # no best checkpoint (no validation ran): nothing to do
     seen.clear()
     handler(trainer)
