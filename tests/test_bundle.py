@@ -132,6 +132,23 @@ def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
+def test_training_data_given_as_monailabel_gives_it(tmp_path):
+    """MONAI Label's bundle trainer sets train#dataset#data and validate#dataset#data, with no dataset_dir: nothing
+    of the training workflow (here the batch-norm recalibration's loader) may read the bundle's own datalist."""
+    from monai.bundle import ConfigParser
+
+    crops = write_crops(tmp_path / "crops")
+    items = [{"image": str(crops["ras"]), "label": str(crops["labels"])}] * 2
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(tmp_path / "missing")})
+    parser.update({"train#dataset#data": items, "validate#dataset#data": items[:1], "num_workers": 0})
+    loader = parser.get_parsed_content("train#bn_dataloader")
+    assert len(loader.dataset) == 2 and loader.dataset.dataset is parser.get_parsed_content("train#dataset")
+    with pytest.raises(RuntimeError):  # the bundle's datalist itself would need the missing dataset
+        parser.get_parsed_content("datalist")
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (BUNDLE / "configs").glob("*.json")))
 def test_configs_in_the_model_zoo_json_style(name):
     """The model zoo's pre-commit pretty-format-json (4-space indent, keys in their order, ASCII)."""
