@@ -4,27 +4,36 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_cli import run_cli
+from torch.utils.flop_counter import FlopCounterMode
 
 from se_monai.apps import bench
-from se_monai.networks import SEUNet
+from se_monai.apps.paper_formulation import paper_model
+from se_monai.networks import SEUNet, paper_baseline_unet
+from se_monai.reference import reference_model
 
 
 def test_models_and_ratios_tiny():
     report = bench.run(size=16, repeats=1, threads=2, layers=True, volume=False)
     models = report["models"]
-    assert set(models) == {"SEUNet", "SEUNet reference", "UNet baseline"}
+    assert set(models) == {"SEUNet", "SEUNet paper formulation", "SEUNet reference", "UNet baseline"}
     assert models["SEUNet"]["params"] == models["SEUNet reference"]["params"]
+    assert models["SEUNet"]["macs_per_voxel"] == models["SEUNet paper formulation"]["macs_per_voxel"] > 0
     assert 5.3e6 < models["UNet baseline"]["params"] < 5.6e6  # the paper's baseline: about 5.5 M
     for m in models.values():
         assert m["forward_s"] > 0 and m["train_step_s"] > 0
         assert m["peak_mb"] is None or m["peak_mb"] > 0
     se, ref = models["SEUNet"], models["SEUNet reference"]
     assert report["ratios"]["forward reference / SEUNet"] == ref["forward_s"] / se["forward_s"]
+    paper = models["SEUNet paper formulation"]
+    assert report["ratios"]["forward paper formulation / SEUNet"] == paper["forward_s"] / se["forward_s"]
+    assert se["forward_gflops"] == pytest.approx(2 * se["macs_per_voxel"] * 16**3 / se["forward_s"] / 1e9)
+    assert report["dense_conv3d"]["gflops"] > 0
     assert "SESConv_H_H" in report["layers"] and report["layers"]["whole network"] > 0
     text = bench.format_table(report)
-    assert "SEUNet reference" in text and "ratios" in text
+    assert "SEUNet reference" in text and "SEUNet paper formulation" in text and "dense conv3d" in text
 
 
 def test_volume_inference_keeps_shape_and_reports_memory():
@@ -73,3 +82,36 @@ def test_autocast_row_computes_the_same_segmentation():
         full, half = se(x), bench.Autocast(se, "cpu")(x)
     assert half.dtype == torch.float32
     assert (full.argmax(1) == half.argmax(1)).float().mean() > 0.95  # bfloat16 rounding flips few voxels
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"basis_type": "disco"}, {"scale_size": 2}, {"basis_type": "single"}])
+def test_paper_formulation_computes_what_seunet_and_the_reference_compute(kwargs):
+    """Every layer kind of SEUNet (lifting, strided and transposed group convolutions, 1x1x1, batch norm), in
+    training (batch statistics, running estimates updated) and evaluation."""
+    torch.manual_seed(0)
+    se = SEUNet(in_channels=2, out_channels=3, **kwargs)
+    paper, ref = paper_model(se), reference_model(se)
+    assert {type(m).__name__ for m in paper.modules()} >= {"_Paper1x1", "_PaperBatchNorm", "_ReferenceGroup"}
+    x = torch.randn(2, 2, 16, 16, 16)
+    for mode in ("train", "eval"):
+        outputs = [getattr(net, mode)()(x) for net in (se, paper, ref)]
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=2e-5)
+        torch.testing.assert_close(outputs[1], outputs[2], rtol=1e-4, atol=2e-5)
+    for key, value in se.state_dict().items():  # the running estimates moved alike
+        torch.testing.assert_close(paper.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["SEUNet", "SEUNet scale_size 2", "UNet baseline"])
+def test_multiply_adds_are_those_torch_counts_in_the_convolutions(name):
+    """The analytic count against torch's FLOP counter on the reference formulation (plain conv3d calls, grouped
+    over the scales; 2 FLOP per multiply-add)."""
+    net = {
+        "SEUNet": lambda: SEUNet(in_channels=4, out_channels=3),
+        "SEUNet scale_size 2": lambda: SEUNet(in_channels=4, out_channels=3, scale_size=2),
+        "UNet baseline": lambda: paper_baseline_unet(3, 4, 3),
+    }[name]()
+    x = torch.randn(1, 4, 16, 16, 16)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        reference_model(net).eval()(x)
+    conv_flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    assert bench.multiply_adds(net, x) * 16**3 == conv_flops / 2 > 0

@@ -1,8 +1,12 @@
-"""Side-by-side benchmark: SEUNet, its reference formulation, and MONAI's UNet baseline of the paper.
+"""Side-by-side benchmark: SEUNet, the paper's formulation of its layers (:mod:`se_monai.apps.paper_formulation`),
+its reference formulation, and MONAI's UNet baseline of the paper.
 
 Times are taken in one process, interleaved (every repeat runs every model once), as the median of the repeats
 after warm-up, so ratios compare like with like. Memory: peak resident set size of the process on CPU (the
-kernel's high-water mark, reset before each measurement), peak allocated memory on CUDA.
+kernel's high-water mark, reset before each measurement), peak allocated memory on CUDA. Compute: multiply-adds of
+the convolutions per input voxel, counted analytically from each layer's shapes (:func:`multiply_adds`), the GFLOP/s
+each model achieves (2 FLOP per multiply-add), and beside them a dense ``conv3d`` of similar size
+(:func:`dense_conv_rate`): how close to this machine's convolution throughput each model runs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -25,11 +30,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
+from se_monai import layers as se_layers
+from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import load_icbm152
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
 
-__all__ = ["Autocast", "benchmark_models", "layer_breakdown", "benchmark_volume", "run", "format_table"]
+__all__ = [
+    "Autocast",
+    "multiply_adds",
+    "dense_conv_rate",
+    "benchmark_models",
+    "layer_breakdown",
+    "benchmark_volume",
+    "run",
+    "format_table",
+]
 
 _STATUS = Path("/proc/self/status")
 
@@ -52,6 +68,7 @@ def _models(in_channels: int, out_channels: int, amp: bool = False, device: str 
     se = SEUNet(in_channels=in_channels, out_channels=out_channels)
     models = {
         "SEUNet": se,
+        "SEUNet paper formulation": paper_model(se),
         "SEUNet reference": reference_model(se),
         "UNet baseline": paper_baseline_unet(3, in_channels, out_channels),
     }
@@ -60,6 +77,62 @@ def _models(in_channels: int, out_channels: int, amp: bool = False, device: str 
         name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
         models[name] = Autocast(copy.deepcopy(se), device_type)
     return models
+
+
+def _layer_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Multiply-adds of one convolution for one batch item, from its input ``x`` and output ``y``."""
+    if isinstance(module, se_layers.SESConv_H_H_1x1):
+        return y[0].numel() * module.in_channels
+    if isinstance(module, (se_layers.SESConv_Z3_H, se_layers.SESConv_H_H)):
+        taps = module.kernel_size**3 * (module.weight.shape[2] if module.weight.dim() == 4 else 1)
+        if module.transposed:  # every input element reaches C' output channels at its scale through every tap
+            return x[0].numel() * module.out_channels * taps
+        return y[0].numel() * module.in_channels * taps
+    if isinstance(module, nn.ConvTranspose3d):
+        return x[0].numel() * module.out_channels // module.groups * math.prod(module.kernel_size)
+    if isinstance(module, nn.Conv3d):
+        return y[0].numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+    return 0
+
+
+def multiply_adds(model: nn.Module, x: torch.Tensor) -> float:
+    """Multiply-adds of ``model``'s convolutions (SE lifting, group and 1x1x1 convolutions, ``Conv3d``,
+    ``ConvTranspose3d``) per input voxel of ``x`` ``(B, C, D, H, W)``, counted from the shapes of one forward pass:
+    a convolution costs output elements x input channels per group x kernel taps (transposed: input elements x
+    output channels x taps). Normalisation, activations and additions are left out."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += _layer_macs(module, inputs[0], output)
+
+    handles = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d, se_layers.SESConv_Z3_H, se_layers.SESConv_H_H))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total / math.prod(x.shape[2:])
+
+
+def dense_conv_rate(
+    channels: int = 32, size: int = 32, kernel_size: int = 3, repeats: int = 5, device: str = "cpu"
+) -> dict[str, float]:
+    """This machine's throughput for a plain dense ``conv3d`` (``channels`` -> ``channels``, ``kernel_size``^3,
+    a ``size``^3 input, forward without gradient): ``{"seconds", "gflops"}``, median of ``repeats``."""
+    dev = torch.device(device)
+    conv = nn.Conv3d(channels, channels, kernel_size, padding=kernel_size // 2).to(dev).eval()
+    x = torch.randn(1, channels, size, size, size, device=dev)
+    with torch.no_grad():
+        conv(x)
+        seconds = statistics.median(_timed(lambda: conv(x), dev) for _ in range(repeats))
+    flops = 2.0 * channels * channels * kernel_size**3 * size**3
+    return {"seconds": seconds, "gflops": flops / seconds / 1e9}
 
 
 def _sync(device: torch.device) -> None:
@@ -145,8 +218,10 @@ def benchmark_models(
         memory: measure ``peak_mb`` (on CPU one fresh process per model, seconds each); else it is None.
 
     Returns:
-        ``{model name: {"params", "forward_s", "train_step_s", "peak_mb"}}``; ``peak_mb`` is the memory one
-        training step adds at its peak (CPU: resident set, measured in a fresh process; CUDA: allocated memory).
+        ``{model name: {"params", "macs_per_voxel", "forward_gflops", "forward_s", "train_step_s", "peak_mb"}}``:
+        multiply-adds per input voxel (:func:`multiply_adds`), the forward pass's achieved GFLOP/s, and ``peak_mb``,
+        the memory one training step adds at its peak (CPU: resident set, measured in a fresh process; CUDA:
+        allocated memory).
     """
     dev = torch.device(device)
     models = _models(in_channels, out_channels, amp=amp, device=device)
@@ -185,9 +260,13 @@ def benchmark_models(
             "out_channels": out_channels,
             "device": device,
         }
+        forward_s = statistics.median(times[name]["forward_s"])
+        macs = multiply_adds(model, x)
         results[name] = {
             "params": float(sum(p.numel() for p in model.parameters())),
-            "forward_s": statistics.median(times[name]["forward_s"]),
+            "macs_per_voxel": macs,
+            "forward_gflops": 2.0 * macs * batch * size**3 / forward_s / 1e9,
+            "forward_s": forward_s,
             "train_step_s": statistics.median(times[name]["train_step_s"]),
             "peak_mb": _step_memory(dev, spec)["peak_mb"] if memory else None,
         }
@@ -287,10 +366,14 @@ def run(
         "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp, memory=memory),
     }
     models = report["models"]
-    se, ref = models["SEUNet"], models["SEUNet reference"]
+    report["dense_conv3d"] = dense_conv_rate(repeats=repeats, device=device)
+    se, ref, paper = models["SEUNet"], models["SEUNet reference"], models["SEUNet paper formulation"]
     report["ratios"] = {
+        "train_step paper formulation / SEUNet": paper["train_step_s"] / se["train_step_s"],
+        "forward paper formulation / SEUNet": paper["forward_s"] / se["forward_s"],
         "train_step reference / SEUNet": ref["train_step_s"] / se["train_step_s"],
         "forward reference / SEUNet": ref["forward_s"] / se["forward_s"],
+        "forward SEUNet / UNet baseline": se["forward_s"] / models["UNet baseline"]["forward_s"],
         "SEUNet train_step / forward": se["train_step_s"] / se["forward_s"],
         "train_step UNet baseline / SEUNet": models["UNet baseline"]["train_step_s"] / se["train_step_s"],
     }
@@ -315,11 +398,17 @@ def format_table(report: dict[str, Any]) -> str:
         f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
         f"median of {cfg['repeats']}",
         "",
-        f"{'model':<22}{'params':>11}{'forward s':>12}{'train step s':>15}{'step MB':>10}",
+        f"{'model':<26}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}{'train step s':>14}{'step MB':>9}",
     ]
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
-        lines.append(f"{name:<22}{m['params']:>11,.0f}{m['forward_s']:>12.3f}{m['train_step_s']:>15.3f}{peak:>10}")
+        lines.append(
+            f"{name:<26}{m['params']:>9,.0f}{m['macs_per_voxel']:>11,.0f}{m['forward_s']:>11.3f}"
+            f"{m['forward_gflops']:>9.1f}{m['train_step_s']:>14.3f}{peak:>9}"
+        )
+    if "dense_conv3d" in report:
+        dense = report["dense_conv3d"]
+        lines.append(f"dense conv3d 32->32, 3^3 kernel, 32^3 input: {dense['gflops']:.1f} GFLOP/s (this machine)")
     lines += ["", "ratios"] + [f"  {k:<44}{v:>7.2f}" for k, v in report["ratios"].items()]
     if "layers" in report:
         lines += ["", "SEUNet forward by layer kind (s)"]

@@ -200,7 +200,9 @@ def bench(
     memory: bool = True,
     json: bool = False,
 ) -> None:
-    """Time SEUNet, its reference formulation and MONAI's UNet baseline side by side (see se_monai.apps.bench).
+    """Time SEUNet beside the paper's formulation, the reference and MONAI's UNet baseline (se_monai.apps.bench).
+
+    Also reports each model's multiply-adds per voxel and GFLOP/s, and a dense conv3d's GFLOP/s on this machine.
 
     Args:
         size: edge of the cubic 4-channel input (voxels, divisible by 8).
