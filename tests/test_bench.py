@@ -10,6 +10,7 @@ from test_cli import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from se_monai.apps import bench
+from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
@@ -70,6 +71,21 @@ def test_cli_json_and_bad_size():
     assert all(m["peak_mb"] is None for m in report["models"].values())  # --memory False: no fresh processes
     bad = run_cli("bench", "--size", "30")
     assert bad.returncode == 2 and "divisible by 8" in bad.stderr
+    bad = run_cli("bench", "--basis_type", "hermite")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "se-monai: error: --basis_type hermite: expected one of single, multi, disco"
+    ]
+
+
+def test_the_shipped_basis_is_benchmarked_on_request():
+    report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, memory=False, basis_type="disco")
+    assert report["config"]["basis_type"] == "disco" and "basis disco" in bench.format_table(report)
+    assert (
+        report["models"]["SEUNet"]["macs_per_voxel"]
+        == bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, memory=False)["models"]["SEUNet"][
+            "macs_per_voxel"
+        ]
+    )  # the basis changes the kernel values, not the computation
 
 
 def test_autocast_row_computes_the_same_segmentation():
@@ -114,4 +130,4 @@ def test_multiply_adds_are_those_torch_counts_in_the_convolutions(name):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         reference_model(net).eval()(x)
     conv_flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
-    assert bench.multiply_adds(net, x) * 16**3 == conv_flops / 2 > 0
+    assert multiply_adds(net, x) * 16**3 == conv_flops / 2 > 0

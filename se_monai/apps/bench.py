@@ -4,9 +4,10 @@ its reference formulation, and MONAI's UNet baseline of the paper.
 Times are taken in one process, interleaved (every repeat runs every model once), as the median of the repeats
 after warm-up, so ratios compare like with like. Memory: peak resident set size of the process on CPU (the
 kernel's high-water mark, reset before each measurement), peak allocated memory on CUDA. Compute: multiply-adds of
-the convolutions per input voxel, counted analytically from each layer's shapes (:func:`multiply_adds`), the GFLOP/s
-each model achieves (2 FLOP per multiply-add), and beside them a dense ``conv3d`` of similar size
-(:func:`dense_conv_rate`): how close to this machine's convolution throughput each model runs.
+the convolutions per input voxel, counted analytically from each layer's shapes
+(:func:`se_monai.apps.compute.multiply_adds`), the GFLOP/s each model achieves (2 FLOP per multiply-add), and beside
+them a dense ``conv3d`` of similar size (:func:`dense_conv_rate`): how close to this machine's convolution
+throughput each model runs. ``basis_type`` picks SEUNet's basis (the paper's "multi" by default).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import re
 import statistics
 import subprocess
@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
-from se_monai import layers as se_layers
+from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import load_icbm152
 from se_monai.networks import SEUNet, paper_baseline_unet
@@ -38,7 +38,6 @@ from se_monai.reference import reference_model
 
 __all__ = [
     "Autocast",
-    "multiply_adds",
     "dense_conv_rate",
     "benchmark_models",
     "layer_breakdown",
@@ -64,8 +63,10 @@ class Autocast(nn.Module):
             return self.net(x).float()
 
 
-def _models(in_channels: int, out_channels: int, amp: bool = False, device: str = "cpu") -> dict[str, nn.Module]:
-    se = SEUNet(in_channels=in_channels, out_channels=out_channels)
+def _models(
+    in_channels: int, out_channels: int, amp: bool = False, device: str = "cpu", basis_type: str = "multi"
+) -> dict[str, nn.Module]:
+    se = SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type)
     models = {
         "SEUNet": se,
         "SEUNet paper formulation": paper_model(se),
@@ -77,47 +78,6 @@ def _models(in_channels: int, out_channels: int, amp: bool = False, device: str 
         name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
         models[name] = Autocast(copy.deepcopy(se), device_type)
     return models
-
-
-def _layer_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Multiply-adds of one convolution for one batch item, from its input ``x`` and output ``y``."""
-    if isinstance(module, se_layers.SESConv_H_H_1x1):
-        return y[0].numel() * module.in_channels
-    if isinstance(module, (se_layers.SESConv_Z3_H, se_layers.SESConv_H_H)):
-        taps = module.kernel_size**3 * (module.weight.shape[2] if module.weight.dim() == 4 else 1)
-        if module.transposed:  # every input element reaches C' output channels at its scale through every tap
-            return x[0].numel() * module.out_channels * taps
-        return y[0].numel() * module.in_channels * taps
-    if isinstance(module, nn.ConvTranspose3d):
-        return x[0].numel() * module.out_channels // module.groups * math.prod(module.kernel_size)
-    if isinstance(module, nn.Conv3d):
-        return y[0].numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
-    return 0
-
-
-def multiply_adds(model: nn.Module, x: torch.Tensor) -> float:
-    """Multiply-adds of ``model``'s convolutions (SE lifting, group and 1x1x1 convolutions, ``Conv3d``,
-    ``ConvTranspose3d``) per input voxel of ``x`` ``(B, C, D, H, W)``, counted from the shapes of one forward pass:
-    a convolution costs output elements x input channels per group x kernel taps (transposed: input elements x
-    output channels x taps). Normalisation, activations and additions are left out."""
-    total = 0
-
-    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        total += _layer_macs(module, inputs[0], output)
-
-    handles = [
-        m.register_forward_hook(count)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d, se_layers.SESConv_Z3_H, se_layers.SESConv_H_H))
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total / math.prod(x.shape[2:])
 
 
 def dense_conv_rate(
@@ -170,10 +130,12 @@ def _in_fresh_process(task: str, **kwargs: Any) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _train_step_memory(model: str, size: int, in_channels: int, out_channels: int, device: str) -> dict[str, Any]:
+def _train_step_memory(
+    model: str, size: int, in_channels: int, out_channels: int, device: str, basis_type: str = "multi"
+) -> dict[str, Any]:
     """Memory of one training step: peak minus resident before the step (MiB), in this process."""
     dev = torch.device(device)
-    net = _models(in_channels, out_channels, amp=True, device=device)[model].to(dev).train()
+    net = _models(in_channels, out_channels, amp=True, device=device, basis_type=basis_type)[model].to(dev).train()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (1, size, size, size), device=dev)
     before = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _status_mb("VmRSS")
@@ -206,6 +168,7 @@ def benchmark_models(
     device: str = "cpu",
     amp: bool = False,
     memory: bool = True,
+    basis_type: str = "multi",
 ) -> dict[str, dict[str, float]]:
     """Forward (eval, no grad), training step (forward, cross-entropy, backward, Adam step) and peak memory.
 
@@ -216,15 +179,17 @@ def benchmark_models(
         device: torch device.
         amp: also time SEUNet under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
         memory: measure ``peak_mb`` (on CPU one fresh process per model, seconds each); else it is None.
+        basis_type: SEUNet's basis ("multi", the paper's configuration; "disco", the shipped model's; "single").
 
     Returns:
         ``{model name: {"params", "macs_per_voxel", "forward_gflops", "forward_s", "train_step_s", "peak_mb"}}``:
-        multiply-adds per input voxel (:func:`multiply_adds`), the forward pass's achieved GFLOP/s, and ``peak_mb``,
+        multiply-adds per input voxel (:func:`se_monai.apps.compute.multiply_adds`), the forward pass's achieved
+        GFLOP/s, and ``peak_mb``,
         the memory one training step adds at its peak (CPU: resident set, measured in a fresh process; CUDA:
         allocated memory).
     """
     dev = torch.device(device)
-    models = _models(in_channels, out_channels, amp=amp, device=device)
+    models = _models(in_channels, out_channels, amp=amp, device=device, basis_type=basis_type)
     x = torch.randn(batch, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (batch, size, size, size), device=dev)
     steps = {}
@@ -255,6 +220,7 @@ def benchmark_models(
     for name, model in models.items():
         spec = {
             "model": name,
+            "basis_type": basis_type,
             "size": size,
             "in_channels": in_channels,
             "out_channels": out_channels,
@@ -274,11 +240,16 @@ def benchmark_models(
 
 
 def layer_breakdown(
-    size: int = 64, in_channels: int = 4, out_channels: int = 3, repeats: int = 3, device: str = "cpu"
+    size: int = 64,
+    in_channels: int = 4,
+    out_channels: int = 3,
+    repeats: int = 3,
+    device: str = "cpu",
+    basis_type: str = "multi",
 ) -> dict[str, float]:
     """Forward time of SEUNet (eval) summed per kind of leaf layer (seconds, median of ``repeats``)."""
     dev = torch.device(device)
-    net = SEUNet(in_channels=in_channels, out_channels=out_channels).to(dev).eval()
+    net = SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type).to(dev).eval()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
     totals: dict[str, list[float]] = defaultdict(list)
     current: dict[str, float] = defaultdict(float)
@@ -317,6 +288,7 @@ def benchmark_volume(
     sw_batch_size: int = 1,
     device: str = "cpu",
     image: torch.Tensor | None = None,
+    basis_type: str = "multi",
 ) -> dict[str, Any]:
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
@@ -334,7 +306,7 @@ def benchmark_volume(
         t1 = torch.from_numpy(load_icbm152()[0])
         image = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std()
     volume = image[None, None].to(dev)
-    net = SEUNet(in_channels=1, out_channels=3).to(dev).eval()
+    net = SEUNet(in_channels=1, out_channels=3, basis_type=basis_type).to(dev).eval()
     inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap)
     _peak_reset(dev)
     with torch.no_grad():
@@ -351,8 +323,10 @@ def run(
     volume: bool = True,
     amp: bool = False,
     memory: bool = True,
+    basis_type: str = "multi",
 ) -> dict[str, Any]:
-    """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`)."""
+    """Everything ``se-monai bench`` measures, as one dictionary (see :func:`format_table`); ``basis_type`` as in
+    :func:`benchmark_models`."""
     if threads:
         torch.set_num_threads(threads)
     report: dict[str, Any] = {
@@ -362,8 +336,11 @@ def run(
             "device": device,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "basis_type": basis_type,
         },
-        "models": benchmark_models(size=size, repeats=repeats, device=device, amp=amp, memory=memory),
+        "models": benchmark_models(
+            size=size, repeats=repeats, device=device, amp=amp, memory=memory, basis_type=basis_type
+        ),
     }
     models = report["models"]
     report["dense_conv3d"] = dense_conv_rate(repeats=repeats, device=device)
@@ -381,12 +358,12 @@ def run(
         report["ratios"][f"train_step SEUNet / {name}"] = se["train_step_s"] / models[name]["train_step_s"]
         report["ratios"][f"forward SEUNet / {name}"] = se["forward_s"] / models[name]["forward_s"]
     if layers:
-        report["layers"] = layer_breakdown(size=size, device=device)
+        report["layers"] = layer_breakdown(size=size, device=device, basis_type=basis_type)
     if volume:
         report["volume"] = (
-            benchmark_volume(device=device)
+            benchmark_volume(device=device, basis_type=basis_type)
             if torch.device(device).type == "cuda"
-            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads())
+            else _in_fresh_process("volume", device=device, threads=torch.get_num_threads(), basis_type=basis_type)
         )
     return report
 
@@ -396,6 +373,7 @@ def format_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [
         f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
+        f"basis {cfg.get('basis_type', 'multi')}, "
         f"median of {cfg['repeats']}",
         "",
         f"{'model':<26}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}{'train step s':>14}{'step MB':>9}",

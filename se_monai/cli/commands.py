@@ -19,7 +19,7 @@ from se_monai.apps import plots as plotting
 from se_monai.apps.demo import run_demo
 from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
-from se_monai.bases import disco
+from se_monai.bases import BASIS_TYPES, disco
 from se_monai.bundles import bundle_plan, record_network_overrides, training_bundle
 from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
 from se_monai.fingerprint import describe_plan
@@ -199,6 +199,7 @@ def bench(
     amp: bool = False,
     memory: bool = True,
     json: bool = False,
+    basis_type: str = "multi",
 ) -> None:
     """Time SEUNet beside the paper's formulation, the reference and MONAI's UNet baseline (se_monai.apps.bench).
 
@@ -214,11 +215,22 @@ def bench(
         amp: also time SEUNet under autocast (bfloat16 on CPU, float16 on CUDA).
         memory: measure each model's training-step memory (on CPU in a fresh process per model).
         json: print JSON instead of tables.
+        basis_type: SEUNet's basis: "multi" (the paper's configuration), "disco" (the shipped model's), "single".
     """
     if int(size) % 8:
         raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
+    if basis_type not in BASIS_TYPES:
+        raise InputError(f"--basis_type {basis_type}: expected one of {', '.join(BASIS_TYPES)}")
     report = benchmark.run(
-        size=size, repeats=repeats, device=device, threads=threads, layers=layers, volume=volume, amp=amp, memory=memory
+        size=size,
+        repeats=repeats,
+        device=device,
+        threads=threads,
+        layers=layers,
+        volume=volume,
+        amp=amp,
+        memory=memory,
+        basis_type=basis_type,
     )
     print(jsonlib.dumps(report, indent=2) if json else benchmark.format_table(report))
 
