@@ -26,7 +26,7 @@ def _with_bias(layer):
     return layer
 
 
-@pytest.mark.parametrize("basis_type", ["single", "multi"])
+@pytest.mark.parametrize("basis_type", ["single", "multi", "disco"])
 @pytest.mark.parametrize(
     "stride,padding,transposed,output_padding", [(1, 2, False, 0), (2, 2, False, 0), (2, 2, True, 1), (1, 0, True, 0)]
 )
@@ -58,7 +58,7 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("basis_type", ["single", "multi"])
+@pytest.mark.parametrize("basis_type", ["single", "multi", "disco"])
 @pytest.mark.parametrize("scale_size", [1, 2, 3])
 @pytest.mark.parametrize(
     "stride,padding,transposed,output_padding", [(1, 1, False, 0), (2, 1, False, 0), (2, 1, True, 1)]

@@ -62,7 +62,7 @@ def blocked_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("basis_type", ["single", "multi"])
+@pytest.mark.parametrize("basis_type", ["single", "multi", "disco"])
 @pytest.mark.parametrize("channels,scale_size", [(3, 1), (2, 2)])  # 3 and 4 input channels per group
 @pytest.mark.parametrize("training", [True, False])
 def test_group_conv_in_blocked_form_equals_reference(basis_type, channels, scale_size, training, blocked_calls):
