@@ -25,6 +25,7 @@ SHORT = {
     "num_workers": 0,
     "val_interval": 1,
     "validate#inferer#roi_size": [128, 128, 128],
+    "bn_recalibration_batches": 4,
 }
 
 

@@ -73,6 +73,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
         output_dir=str(out),
         epochs=2,
         val_interval=1,
+        bn_recalibration_batches=4,
         patch_size=[32, 32, 32],
         num_samples=1,
         num_workers=0,

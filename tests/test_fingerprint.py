@@ -70,6 +70,7 @@ def test_a_ct_dataset_trains_with_its_plan(tmp_path):
     )
     bundle = tmp_path / "ct_bundle"
     args = ["--epochs", "1", "--val_interval", "1", "--num_workers", "0", "--num_samples", "1"]
+    args += ["--bn_recalibration_batches", "4"]
     done = run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), *args)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((bundle / "fingerprint.json").read_text())

@@ -23,7 +23,18 @@ from se_monai.io import InputError
 from se_monai.workflows import SHIPPED_BUNDLE
 
 #: A run of one epoch with validation (so models/model.pt is written), without worker processes.
-SHORT = ["--epochs", "1", "--val_interval", "1", "--num_workers", "0", "--num_samples", "1"]
+SHORT = [
+    "--epochs",
+    "1",
+    "--val_interval",
+    "1",
+    "--num_workers",
+    "0",
+    "--num_samples",
+    "1",
+    "--bn_recalibration_batches",
+    "4",
+]
 
 
 def shipped_digest() -> str:

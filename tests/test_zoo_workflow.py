@@ -50,6 +50,7 @@ def test_train_one_epoch_then_evaluate(dataset, tmp_path):
     before = digest()
     folders = {"dataset_dir": str(dataset), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
     short = {"epochs": 1, "val_interval": 1, "num_workers": 0, "num_samples": 1, "patch_size": [16, 16, 16]}
+    short |= {"bn_recalibration_batches": 4}  # the handler runs, briefly
     trainer = workflow("train", ["train.json"], **folders, **short)
     run_checked(trainer)
     assert trainer.parser.get_parsed_content("train#trainer").state.epoch == 1
