@@ -88,15 +88,16 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
     return shape[:3]  # type: ignore[return-value]
 
 
-def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
-    """Check that ``output`` is a NIfTI path in an existing folder and is none of ``inputs``.
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike, others: tuple[str, ...] = ()) -> Path:
+    """Check that ``output`` is a NIfTI path (or ends in one of ``others``) in an existing folder and is none of
+    ``inputs``.
 
     Raises:
         InputError: wrong suffix, missing parent folder, output is a folder, or it would overwrite an input.
     """
     output = Path(output)
-    if not is_nifti(output):
-        raise InputError(f"{output}: output must end in .nii or .nii.gz")
+    if not (is_nifti(output) or output.name.lower().endswith(others)):
+        raise InputError(f"{output}: output must end in {', '.join(('.nii', '.nii.gz', *others))}")
     if output.is_dir():
         raise InputError(f"{output}: is a folder, expected a file name")
     if not output.parent.resolve().is_dir():

@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 from se_monai.plausibility import ACTIONS
+from se_monai.sitk_io import LABEL_SUFFIXES, needs_sitk, read_image, write_on_grid
 
 __all__ = [
     "BUNDLE_ENV",
@@ -184,18 +187,22 @@ def segment_image(
     device: str | None = None,
     progress: bool = True,
     plausibility: str = "warn",
+    series: str | None = None,
 ) -> Path:
-    """Segment one NIfTI image with the bundle's ``inference.json`` and write the label NIfTI atomically, on the
-    input's grid (same shape and affine).
+    """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
+    grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
 
     Args:
-        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last.
-        output: label file to write (.nii or .nii.gz); must differ from ``input``.
+        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last; or, for a
+            one-channel model, a 3-D .nrrd, .nhdr, .mha or .mhd file or a DICOM series folder
+            (:mod:`se_monai.sitk_io`).
+        output: label file to write (.nii, .nii.gz, .nrrd or .mha); must differ from ``input``.
         bundle_dir: the bundle folder (default :func:`default_bundle_dir`).
         overlap, sw_batch_size, progress: of the sliding-window inferer.
         device: "cpu", "cuda", ... (default: the config's, CUDA if available).
         plausibility: what to do when the tissue volumes are outside the bundle's ranges
             (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
+        series: the DICOM series instance UID, for a folder with several series.
 
     Returns:
         The path written.
@@ -209,8 +216,11 @@ def segment_image(
     if plausibility not in ACTIONS:
         raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")
     root = resolve_bundle_dir(bundle_dir)
-    check_nifti(input, channels=bundle_settings(root)["in_channels"])
-    target = check_output_path(output, input)
+    channels = bundle_settings(root)["in_channels"]
+    reference = _read_other_format(input, channels, series) if needs_sitk(input) else None
+    if reference is None:
+        check_nifti(input, channels=channels)
+    target = check_output_path(output, input, others=LABEL_SUFFIXES)
     if not (root / "models" / "model.pt").is_file():
         raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
     overrides: dict[str, Any] = {
@@ -219,7 +229,7 @@ def segment_image(
         "inferer#sw_batch_size": int(sw_batch_size),
         "inferer#progress": bool(progress),
         "plausibility_action": plausibility,
-        "output_ext": ".nii.gz" if target.name.endswith(".gz") else ".nii",
+        "output_ext": ".nii" if target.name.endswith(".nii") else ".nii.gz",
     }
     if device is not None:
         overrides["device"] = f"$torch.device('{device}')"
@@ -227,6 +237,11 @@ def segment_image(
         atomic_write(target) as partial,
         tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=target.parent) as staging,
     ):
+        if reference is not None:  # the bundle reads NIfTI: the input converted, its geometry in the affine
+            converted = Path(staging) / "input" / "image.nii.gz"
+            converted.parent.mkdir()
+            sitk.WriteImage(reference, str(converted))
+            overrides["datalist"] = [str(converted)]
         try:
             run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
         except RuntimeError as err:  # MONAI's Compose wraps what a transform raises; a user error stays one line
@@ -237,5 +252,23 @@ def segment_image(
         written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
         if len(written) != 1:
             raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")
-        os.replace(written[0], partial)
+        if needs_sitk(target):
+            write_on_grid(written[0], reference, partial)
+        else:
+            os.replace(written[0], partial)
     return target
+
+
+def _read_other_format(path: str | os.PathLike, channels: int, series: str | None) -> Any:
+    """The SimpleITK image of a non-NIfTI input, checked for the model: 3-D, one channel, finite values."""
+    image = read_image(path, series)
+    if channels != 1 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path}: {image.GetNumberOfComponentsPerPixel()} channel(s) for a {channels}-channel model "
+            "(several channels: give a 4-D NIfTI, channels last)"
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: expected a 3-D volume, got {image.GetDimension()}-D size {image.GetSize()}")
+    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+        raise InputError(f"{path}: contains NaN or infinite values")
+    return image

@@ -24,6 +24,7 @@ LAYERS = [
         "se_monai.data",
         "se_monai.synth",
         "se_monai.io",
+        "se_monai.sitk_io",
         "se_monai.plausibility",
         "se_monai.metrics",
         "se_monai.workflows",

@@ -62,7 +62,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "2-D": (_nifti(tmp / "slice.nii.gz", (8, 8)), "expected a 3-D volume"),
         "5-D": (_nifti(tmp / "five.nii.gz", (4, 4, 4, 1, 2)), "expected a 3-D volume"),
         "channels": (_nifti(tmp / "two_channels.nii.gz", (8, 8, 8, 2)), "has 2 channels"),
-        "folder": (tmp, "not a file"),
+        "folder": (tmp, "no DICOM series in the folder"),  # a folder is read as a DICOM series
     }
 
 
@@ -215,5 +215,5 @@ def test_unknown_command_is_one_line_naming_the_closest(argv, closest):
 def test_command_help_shows_its_arguments():
     done = run_cli("segment", "--help", process=True)
     text = done.stdout + done.stderr  # python-fire writes help to stderr when it is not a terminal
-    assert done.returncode == 0 and "sw_batch_size" in text and "Segment one NIfTI image" in text
+    assert done.returncode == 0 and "sw_batch_size" in text and "Segment one image (NIfTI, NRRD" in text
     assert run_cli("prepare_data", "--help").returncode == 0  # the Python name works too

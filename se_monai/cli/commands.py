@@ -52,12 +52,14 @@ def segment(
     device: str | None = None,
     progress: bool = True,
     plausibility: str = "warn",
+    series: str | None = None,
 ) -> str:
-    """Segment one NIfTI image with the bundle's SE-U-Net and write a label NIfTI (same shape and affine).
+    """Segment one image (NIfTI, NRRD, MetaImage or a DICOM series folder) and write its labels on the input's grid.
 
     Args:
-        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last.
-        output: label file to write (.nii or .nii.gz); must differ from ``input``.
+        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last; for a one-channel
+            model also .nrrd, .nhdr, .mha, .mhd or a folder with a DICOM series.
+        output: label file to write (.nii, .nii.gz, .nrrd or .mha); must differ from ``input``.
         bundle_dir: the bundle folder (default: the one shipped with se-monai).
         overlap: sliding-window overlap (0..1).
         sw_batch_size: windows per forward pass.
@@ -65,11 +67,12 @@ def segment(
         progress: show the sliding-window progress bar.
         plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
             contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
+        series: the series instance UID to segment from a folder with several DICOM series.
 
     Returns:
         The path written.
     """
-    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility)
+    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility, series)
     print(f"segmentation written to {target}")
     return str(target)
 
