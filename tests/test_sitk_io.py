@@ -3,6 +3,7 @@ the ICBM152 T1, segmented by the shipped model, the labels read back with Simple
 
 from __future__ import annotations
 
+import locale
 import shutil
 
 import numpy as np
@@ -39,8 +40,17 @@ def _same_geometry(a, b):
 
 
 def _write_series(image, folder, uid="1.2.826.0.1.3680043.2.1125.1", description="T1 crop", skip=None):
-    """One DICOM file per slice, written by SimpleITK with the tags a scanner writes for geometry."""
+    """One DICOM file per slice, written by SimpleITK with the tags a scanner writes for geometry. (GDCM's writer
+    sets the process's LC_CTYPE locale to "C"; it is restored, or later tests would decode text as ASCII.)"""
     folder.mkdir(parents=True, exist_ok=True)
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        return _write_slices(image, folder, uid, description, skip)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, ctype)
+
+
+def _write_slices(image, folder, uid, description, skip):
     pixels = sitk.Cast(sitk.RescaleIntensity(image, 0, 2000), sitk.sitkInt16)
     direction = image.GetDirection()
     orientation = "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4]))

@@ -36,7 +36,8 @@ def installed(tmp_path_factory):
 def run(installed, *args):
     """``python ARGS`` with the installed copy first on the path, in a folder outside the repository."""
     env, cwd = installed["env"], installed["cwd"]
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    command = [sys.executable, *args]  # the child writes UTF-8 (progress bars), whatever this process's locale
+    return subprocess.run(command, capture_output=True, encoding="utf-8", timeout=600, env=env, cwd=cwd)
 
 
 def test_the_wheel_carries_the_bundle_and_bases(installed):
