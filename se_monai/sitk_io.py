@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from se_monai.io import InputError, is_nifti
 
-__all__ = ["IMAGE_SUFFIXES", "LABEL_SUFFIXES", "needs_sitk", "read_image", "write_on_grid"]
+__all__ = ["IMAGE_SUFFIXES", "LABEL_SUFFIXES", "needs_sitk", "read_image", "write_on_grid", "label_statistics"]
 
 #: Input files read through SimpleITK (besides DICOM series folders); NIfTI goes through the bundle's own reader.
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -129,3 +129,44 @@ def write_on_grid(labels: str | os.PathLike, reference: sitk.Image | None, outpu
         image.CopyInformation(reference)
     sitk.WriteImage(sitk.Cast(image, sitk.sitkUInt8), str(output), useCompression=True)
     return Path(output)
+
+
+def label_statistics(labels: str | os.PathLike, image: sitk.Image, class_names: dict[str, str]) -> dict[str, dict]:
+    """Per class of ``class_names`` (index as a string -> name): voxel count, volume in mL (voxels x the voxel
+    volume of ``labels``, 1 mL = 1000 mm^3) and the mean input intensity, from SimpleITK's
+    ``LabelStatisticsImageFilter`` on the label image file ``labels`` and the input ``image`` on its grid (a
+    multi-channel image gives one mean per channel, a list). A class with no voxel has mean intensity None.
+
+    Raises:
+        ValueError: ``image`` and ``labels`` differ in size.
+    """
+    label_image = sitk.Cast(sitk.ReadImage(str(labels)), sitk.sitkUInt8)
+    if image.GetDimension() == 4:  # channels last, as a 4-D NIfTI reads
+        size = list(image.GetSize())
+        channels = [sitk.Extract(image, [*size[:3], 0], [0, 0, 0, c]) for c in range(size[3])]
+    elif image.GetNumberOfComponentsPerPixel() > 1:
+        channels = [sitk.VectorIndexSelectionCast(image, c) for c in range(image.GetNumberOfComponentsPerPixel())]
+    else:
+        channels = [image]
+    filters = []
+    for channel in channels:
+        if channel.GetSize() != label_image.GetSize():
+            raise ValueError(f"labels of size {label_image.GetSize()} for an input of size {channel.GetSize()}")
+        channel = sitk.Cast(channel, sitk.sitkFloat64)
+        channel.CopyInformation(label_image)
+        statistics = sitk.LabelStatisticsImageFilter()
+        statistics.Execute(channel, label_image)
+        filters.append(statistics)
+    voxel_ml = float(np.prod(label_image.GetSpacing())) / 1000.0
+    result = {}
+    for index, name in class_names.items():
+        value = int(index)
+        present = filters[0].HasLabel(value)
+        voxels = int(filters[0].GetCount(value)) if present else 0
+        means = [f.GetMean(value) if present else None for f in filters]
+        result[name] = {
+            "voxels": voxels,
+            "volume_ml": voxels * voxel_ml,
+            "mean_intensity": means[0] if len(means) == 1 else means,
+        }
+    return result

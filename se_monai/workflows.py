@@ -7,6 +7,7 @@ SupervisedEvaluator with handlers); this module finds the bundle, merges configs
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -22,7 +23,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 from se_monai.plausibility import ACTIONS
-from se_monai.sitk_io import LABEL_SUFFIXES, needs_sitk, read_image, write_on_grid
+from se_monai.sitk_io import LABEL_SUFFIXES, label_statistics, needs_sitk, read_image, write_on_grid
 
 __all__ = [
     "BUNDLE_ENV",
@@ -188,6 +189,7 @@ def segment_image(
     progress: bool = True,
     plausibility: str = "warn",
     series: str | None = None,
+    statistics: str | os.PathLike | None = None,
 ) -> Path:
     """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
     grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
@@ -203,6 +205,8 @@ def segment_image(
         plausibility: what to do when the tissue volumes are outside the bundle's ranges
             (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
         series: the DICOM series instance UID, for a folder with several series.
+        statistics: a .json file to write per class (by the bundle's class names): voxels, volume in mL and mean
+            input intensity (:func:`se_monai.sitk_io.label_statistics`), written after the labels.
 
     Returns:
         The path written.
@@ -220,7 +224,7 @@ def segment_image(
     reference = _read_other_format(input, channels, series) if needs_sitk(input) else None
     if reference is None:
         check_nifti(input, channels=channels)
-    target = check_output_path(output, input, others=LABEL_SUFFIXES)
+    target = _check_outputs(output, input, statistics)
     if not (root / "models" / "model.pt").is_file():
         raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
     overrides: dict[str, Any] = {
@@ -252,11 +256,32 @@ def segment_image(
         written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
         if len(written) != 1:
             raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")
+        table = _statistics(root, written[0], reference, input) if statistics is not None else None
         if needs_sitk(target):
             write_on_grid(written[0], reference, partial)
         else:
             os.replace(written[0], partial)
+    if table is not None:
+        with atomic_write(Path(statistics)) as partial:
+            partial.write_text(json.dumps(table, indent=2) + "\n")
     return target
+
+
+def _check_outputs(output: str | os.PathLike, source: str | os.PathLike, statistics: Any) -> Path:
+    """The label output's path, checked, and the statistics file's (a .json beside neither input nor output)."""
+    target = check_output_path(output, source, others=LABEL_SUFFIXES)
+    if statistics is not None:
+        if Path(statistics).suffix != ".json":
+            raise InputError(f"{statistics}: --statistics must name a .json file")
+        check_output_path(statistics, source, target, others=(".json",))
+    return target
+
+
+def _statistics(root: Path, labels: Path, reference: Any, source: str | os.PathLike) -> dict[str, dict]:
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    image = reference if reference is not None else sitk.ReadImage(str(source))
+    return label_statistics(labels, image, dict(parser.get("class_names")))
 
 
 def _read_other_format(path: str | os.PathLike, channels: int, series: str | None) -> Any:

@@ -3,6 +3,7 @@ the ICBM152 T1, segmented by the shipped model, the labels read back with Simple
 
 from __future__ import annotations
 
+import json
 import locale
 import shutil
 
@@ -13,7 +14,7 @@ from helpers import write_crops
 from test_cli import run_cli
 
 from se_monai.io import InputError
-from se_monai.sitk_io import read_image
+from se_monai.sitk_io import label_statistics, read_image
 from se_monai.workflows import segment_image
 
 OBLIQUE = (0.9950042, -0.0998334, 0.0, 0.0998334, 0.9950042, 0.0, 0.0, 0.0, 1.0)  # 5.7 degrees about z
@@ -149,3 +150,52 @@ def test_bad_files_and_suffixes_are_one_line_errors(t1, tmp_path):
         assert message in lines[0], lines[0]
     assert truncated.read_bytes() == before  # inputs are never modified
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.nrrd", "truncated.nrrd"]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+def test_statistics_are_the_label_counts_times_the_voxel_volume(t1, tmp_path, suffix):
+    source, table = tmp_path / f"t1{suffix}", tmp_path / "stats.json"
+    sitk.WriteImage(t1, str(source))
+    done = run_cli("segment", str(source), str(tmp_path / "seg.mha"), "--statistics", str(table), "--progress", "False")
+    assert done.returncode == 0 and f"statistics written to {table}" in done.stdout, done.stderr
+    stats = json.loads(table.read_text())
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg.mha")))
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(source)))
+    voxel_ml = float(np.prod(t1.GetSpacing())) / 1000
+    assert list(stats) == ["other", "grey matter", "white matter"]
+    for value, name in enumerate(stats):
+        voxels = int((labels == value).sum())
+        assert stats[name]["voxels"] == voxels > 0
+        assert stats[name]["volume_ml"] == pytest.approx(voxels * voxel_ml)
+        assert stats[name]["mean_intensity"] == pytest.approx(float(image[labels == value].mean()), rel=1e-6)
+    assert stats["white matter"]["mean_intensity"] > stats["grey matter"]["mean_intensity"]  # a T1
+
+
+def test_a_statistics_file_that_is_not_json_is_refused_before_anything_runs(t1, tmp_path):
+    source = tmp_path / "t1.nrrd"
+    sitk.WriteImage(t1, str(source))
+    done = run_cli("segment", str(source), str(tmp_path / "seg.nrrd"), "--statistics", str(tmp_path / "s.csv"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"se-monai: error: {tmp_path / 's.csv'}: --statistics must name a .json file"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.nrrd"]
+
+
+def test_statistics_of_a_four_channel_image_give_one_mean_per_channel(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(5, 6, 7)).astype(np.uint8)  # (z, y, x) as SimpleITK arrays go
+    channels = rng.normal(size=(4, 5, 6, 7))
+    label_path = tmp_path / "labels.nii.gz"
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.SetSpacing((0.5, 1.0, 2.0))
+    sitk.WriteImage(label_image, str(label_path))
+    four_d = sitk.GetImageFromArray(channels, isVector=False)  # (x, y, z, c), as a 4-D NIfTI reads
+    vector = sitk.GetImageFromArray(np.moveaxis(channels, 0, -1), isVector=True)  # 4 components per voxel
+    for image in (four_d, vector):
+        stats = label_statistics(label_path, image, {"0": "a", "1": "b", "2": "c", "3": "absent"})
+        for value, name in enumerate("abc"):
+            assert stats[name]["voxels"] == int((labels == value).sum())
+            assert stats[name]["volume_ml"] == pytest.approx(stats[name]["voxels"] * 1e-3)
+            expected = [float(channels[c][labels == value].mean()) for c in range(4)]
+            np.testing.assert_allclose(stats[name]["mean_intensity"], expected, rtol=1e-9)
+        assert stats["absent"] == {"voxels": 0, "volume_ml": 0.0, "mean_intensity": [None] * 4}

@@ -53,6 +53,7 @@ def segment(
     progress: bool = True,
     plausibility: str = "warn",
     series: str | None = None,
+    statistics: str | None = None,
 ) -> str:
     """Segment one image (NIfTI, NRRD, MetaImage or a DICOM series folder) and write its labels on the input's grid.
 
@@ -68,12 +69,17 @@ def segment(
         plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
             contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
         series: the series instance UID to segment from a folder with several DICOM series.
+        statistics: also write per-class voxels, volume (mL) and mean input intensity to this .json file.
 
     Returns:
         The path written.
     """
-    target = segment_image(input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility, series)
+    target = segment_image(
+        input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility, series, statistics
+    )
     print(f"segmentation written to {target}")
+    if statistics is not None:
+        print(f"statistics written to {statistics}")
     return str(target)
 
 
