@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
 from monai.handlers import ValidationHandler as MonaiValidationHandler
+from torch.optim.swa_utils import update_bn
 
 from se_monai.ops.atomic import atomic_write
 
@@ -141,7 +142,8 @@ def recalibrate_batch_norm(
 ) -> int:
     """Replace the running mean and variance of every batch-norm layer of ``network`` by their plain average over
     ``num_batches`` batches (``batch["image"]``, cycled if the iterable is shorter), in training mode without
-    gradients; precise batch norm (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", arXiv 2105.07576, 2021).
+    gradients (torch.optim.swa_utils.update_bn); precise batch norm (Wu and Johnson, "Rethinking 'Batch' in
+    BatchNorm", arXiv 2105.07576, 2021).
     The running estimates of the last training steps weigh the last few batches most (momentum 0.1): with training
     data of very different kinds (here skull-stripped brains and whole heads) they depend on which came last.
 
@@ -153,25 +155,22 @@ def recalibrate_batch_norm(
     """
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    network.train()
     seen = 0
-    with torch.no_grad():
+
+    def images() -> Iterator[torch.Tensor]:
+        nonlocal seen
         while seen < num_batches:
             before = seen
             for batch in batches:
-                network(batch["image"].to(device))
+                yield batch["image"]
                 seen += 1
                 if seen == num_batches:
-                    break
+                    return
             if seen == before:
                 raise ValueError("recalibrate_batch_norm: no batches to run")
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
+
+    with torch.no_grad():
+        update_bn(images(), network, device)  # torch's: cumulative averages, momenta restored
     network.eval()
     return seen
 
