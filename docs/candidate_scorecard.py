@@ -21,7 +21,7 @@ from real_brains_study import CASES, NAMES, PYCORTEX, SHIPPED_RULES, TEMPLATES, 
 
 from se_monai.metrics import label_dice
 from se_monai.plausibility import check_volumes, class_volumes
-from se_monai.workflows import segment_image
+from se_monai.segmentation import segment_image
 
 DATASET = "data/icbm152_mixed"
 LABELLED = {

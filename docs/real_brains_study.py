@@ -43,7 +43,8 @@ from scipy import ndimage
 
 from se_monai.apps.plots import plot_segmentation
 from se_monai.plausibility import check_volumes, class_volumes
-from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir, segment_image
+from se_monai.segmentation import segment_image
+from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir
 
 TEMPLATES = "data/mricron/usr/share/mricron/templates"
 PYCORTEX = "data/pycortex/pycortex-1.4.0/filestore/db/S1"

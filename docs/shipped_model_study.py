@@ -23,7 +23,8 @@ from se_monai.apps.experiment.testset import prepare_test_scales
 from se_monai.data import add_head, load_icbm152
 from se_monai.metrics import label_dice
 from se_monai.plausibility import check_volumes, class_volumes
-from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir, segment_image
+from se_monai.segmentation import segment_image
+from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir
 
 TEST = {
     "image": "data/icbm152_mixed/imagesTs/icbm152_t1.nii.gz",

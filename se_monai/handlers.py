@@ -8,10 +8,13 @@
   loaded when a run starts, so the same command continues a killed run; removed when the run completes.
 - :class:`BatchNormRecalibration`: when training ends, the best checkpoint with its batch-norm statistics estimated
   afresh over chosen training data is validated, and kept as the best checkpoint only if it validates better.
+- :class:`LabelStatisticsSaver`: per evaluated image, the volume and mean intensity of every predicted class on the
+  image's own grid (evaluate.json's ``eval/statistics.json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,13 +26,23 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.bundle import ConfigParser
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
 from monai.handlers import ValidationHandler as MonaiValidationHandler
 from torch.optim.swa_utils import update_bn
 
+from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
+from se_monai.sitk_io import label_statistics, labels_on_grid, read_image
 
-__all__ = ["CheckpointSaver", "ValidationHandler", "TrainingState", "recalibrate_batch_norm", "BatchNormRecalibration"]
+__all__ = [
+    "CheckpointSaver",
+    "ValidationHandler",
+    "TrainingState",
+    "recalibrate_batch_norm",
+    "BatchNormRecalibration",
+    "LabelStatisticsSaver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +247,70 @@ class BatchNormRecalibration:
         logger.info(f"batch-norm statistics of {self.checkpoint} recalibrated over {used} batches; validating")
         self.validator.run(engine.state.epoch)
         self._load_best(network)  # the network ends as the best checkpoint, recalibrated or not
+
+
+class LabelStatisticsSaver:
+    """Per image an evaluator segments: voxels, volume (mL) and mean input intensity of every class
+    (:func:`se_monai.sitk_io.label_statistics`, SimpleITK's label statistics), from the predicted labels on the
+    image's own grid (``labels_key``: ``(1, X, Y, Z)`` class indices after ``Invertd``) and the image file they came
+    from (its ``filename_or_obj``), written when the run completes to ``<output_dir>/<filename>`` as
+    ``{image file: {class name: {"voxels", "volume_ml", "mean_intensity"}}}`` (atomically; with several processes,
+    the first writes every process's images).
+
+    Args:
+        output_dir: the folder to write to (created if missing).
+        class_names: class index (a string) -> name; default those of ``<bundle_root>/configs/inference.json``.
+        bundle_root: the bundle, for the default class names.
+        labels_key: the engine output's key of the labels on the input's grid.
+        filename: the JSON file's name.
+
+    Raises:
+        ValueError: neither ``class_names`` nor ``bundle_root`` given.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        class_names: Mapping[str, str] | None = None,
+        bundle_root: str | os.PathLike | None = None,
+        labels_key: str = "pred_labels",
+        filename: str = "statistics.json",
+    ) -> None:
+        if class_names is None:
+            if bundle_root is None:
+                raise ValueError("LabelStatisticsSaver: give class_names or bundle_root")
+            parser = ConfigParser()
+            parser.read_config(str(Path(bundle_root) / "configs" / "inference.json"))
+            class_names = parser.get("class_names")
+        self.class_names = {str(k): str(v) for k, v in dict(class_names).items()}
+        self.path, self.labels_key = Path(output_dir) / filename, labels_key
+        self.table: dict[str, dict] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.table.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine: Engine) -> None:
+        """The statistics of every image of the iteration's (decollated) output."""
+        for item in engine.state.output:
+            labels = item[self.labels_key]
+            source = str(labels.meta["filename_or_obj"])
+            try:
+                image = read_image(source)
+                array = labels.detach().cpu().numpy()[0]
+                self.table[source] = label_statistics(labels_on_grid(array, image), image, self.class_names)
+            except (InputError, ValueError) as err:  # e.g. a NIfTI whose sform SimpleITK refuses: Dice still counts
+                logger.warning(f"{source}: no label statistics ({err})")
+
+    def write(self, engine: Engine) -> None:
+        """Write the table (gathered from every process) on the first process."""
+        table = dict(self.table)
+        if idist.get_world_size() > 1:
+            for part in idist.all_gather(json.dumps(self.table)):
+                table.update(json.loads(part))
+        if idist.get_rank() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.path) as partial:
+                partial.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+            logger.info(f"label statistics of {len(table)} image(s) written to {self.path}")

@@ -2,28 +2,22 @@
 
 The workflows themselves are declared in ``bundle/configs/*.json`` (MONAI's SupervisedTrainer and
 SupervisedEvaluator with handlers); this module finds the bundle, merges configs and overrides, runs them with
-``monai.bundle.ConfigWorkflow``, loads the trained network, and segments one image with the inference config.
+``monai.bundle.ConfigWorkflow`` and loads the trained network (:mod:`se_monai.segmentation` segments images with
+the inference config).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from se_monai.io import InputError, check_nifti, check_output_path, is_nifti
-from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
-from se_monai.plausibility import ACTIONS
-from se_monai.sitk_io import LABEL_SUFFIXES, label_statistics, needs_sitk, read_image, write_on_grid
+from se_monai.io import InputError
 
 __all__ = [
     "BUNDLE_ENV",
@@ -34,7 +28,6 @@ __all__ = [
     "bundle_settings",
     "run_bundle",
     "load_bundle_network",
-    "segment_image",
 ]
 
 #: Environment variable that points se-monai at a bundle other than the one beside the package.
@@ -177,123 +170,3 @@ def load_bundle_network(
     except RuntimeError as err:
         raise KeyError(f"{ckpt}: does not fit the bundle's network_def ({str(err).splitlines()[0]})") from err
     return network.eval()
-
-
-def segment_image(
-    input: str | os.PathLike,
-    output: str | os.PathLike,
-    bundle_dir: str | os.PathLike | None = None,
-    overlap: float = 0.25,
-    sw_batch_size: int = 1,
-    device: str | None = None,
-    progress: bool = True,
-    plausibility: str = "warn",
-    series: str | None = None,
-    statistics: str | os.PathLike | None = None,
-) -> Path:
-    """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
-    grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
-
-    Args:
-        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last; or, for a
-            one-channel model, a 3-D .nrrd, .nhdr, .mha or .mhd file or a DICOM series folder
-            (:mod:`se_monai.sitk_io`).
-        output: label file to write (.nii, .nii.gz, .nrrd or .mha); must differ from ``input``.
-        bundle_dir: the bundle folder (default :func:`default_bundle_dir`).
-        overlap, sw_batch_size, progress: of the sliding-window inferer.
-        device: "cpu", "cuda", ... (default: the config's, CUDA if available).
-        plausibility: what to do when the tissue volumes are outside the bundle's ranges
-            (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
-        series: the DICOM series instance UID, for a folder with several series.
-        statistics: a .json file to write per class (by the bundle's class names): voxels, volume in mL and mean
-            input intensity (:func:`se_monai.sitk_io.label_statistics`), written after the labels.
-
-    Returns:
-        The path written.
-
-    Raises:
-        InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`), not a bundle, a bundle
-            without ``models/model.pt``, or an unknown ``plausibility``.
-        se_monai.plausibility.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside
-            the bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
-    """
-    if plausibility not in ACTIONS:
-        raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")
-    root = resolve_bundle_dir(bundle_dir)
-    channels = bundle_settings(root)["in_channels"]
-    reference = _read_other_format(input, channels, series) if needs_sitk(input) else None
-    if reference is None:
-        check_nifti(input, channels=channels)
-    target = _check_outputs(output, input, statistics)
-    if not (root / "models" / "model.pt").is_file():
-        raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
-    overrides: dict[str, Any] = {
-        "datalist": [str(Path(input).resolve())],
-        "inferer#overlap": float(overlap),
-        "inferer#sw_batch_size": int(sw_batch_size),
-        "inferer#progress": bool(progress),
-        "plausibility_action": plausibility,
-        "output_ext": ".nii" if target.name.endswith(".nii") else ".nii.gz",
-    }
-    if device is not None:
-        overrides["device"] = f"$torch.device('{device}')"
-    with (
-        atomic_write(target) as partial,
-        tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=target.parent) as staging,
-    ):
-        if reference is not None:  # the bundle reads NIfTI: the input converted, its geometry in the affine
-            converted = Path(staging) / "input" / "image.nii.gz"
-            converted.parent.mkdir()
-            sitk.WriteImage(reference, str(converted))
-            overrides["datalist"] = [str(converted)]
-        try:
-            run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
-        except RuntimeError as err:  # MONAI's Compose wraps what a transform raises; a user error stays one line
-            cause = err
-            while cause is not None and not isinstance(cause, InputError):
-                cause = cause.__cause__
-            raise cause or err from None
-        written = sorted(p for p in Path(staging).iterdir() if is_nifti(p))
-        if len(written) != 1:
-            raise RuntimeError(f"inference wrote {len(written)} files to {staging}, expected 1")
-        table = _statistics(root, written[0], reference, input) if statistics is not None else None
-        if needs_sitk(target):
-            write_on_grid(written[0], reference, partial)
-        else:
-            os.replace(written[0], partial)
-    if table is not None:
-        with atomic_write(Path(statistics)) as partial:
-            partial.write_text(json.dumps(table, indent=2) + "\n")
-    return target
-
-
-def _check_outputs(output: str | os.PathLike, source: str | os.PathLike, statistics: Any) -> Path:
-    """The label output's path, checked, and the statistics file's (a .json beside neither input nor output)."""
-    target = check_output_path(output, source, others=LABEL_SUFFIXES)
-    if statistics is not None:
-        if Path(statistics).suffix != ".json":
-            raise InputError(f"{statistics}: --statistics must name a .json file")
-        check_output_path(statistics, source, target, others=(".json",))
-    return target
-
-
-def _statistics(root: Path, labels: Path, reference: Any, source: str | os.PathLike) -> dict[str, dict]:
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    image = reference if reference is not None else sitk.ReadImage(str(source))
-    return label_statistics(labels, image, dict(parser.get("class_names")))
-
-
-def _read_other_format(path: str | os.PathLike, channels: int, series: str | None) -> Any:
-    """The SimpleITK image of a non-NIfTI input, checked for the model: 3-D, one channel, finite values."""
-    image = read_image(path, series)
-    if channels != 1 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"{path}: {image.GetNumberOfComponentsPerPixel()} channel(s) for a {channels}-channel model "
-            "(several channels: give a 4-D NIfTI, channels last)"
-        )
-    if image.GetDimension() != 3:
-        raise InputError(f"{path}: expected a 3-D volume, got {image.GetDimension()}-D size {image.GetSize()}")
-    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
-        raise InputError(f"{path}: contains NaN or infinite values")
-    return image

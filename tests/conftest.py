@@ -24,3 +24,17 @@ def icbm_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("icbm152")
     prepare_brain_tissue_dataset(root, num_subjects=2, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def t1(tmp_path_factory):
+    """The RAS crop of the real T1 as SimpleITK reads it, with an oblique direction and an origin of its own:
+    geometry to keep."""
+    import SimpleITK as sitk
+    from helpers import OBLIQUE, write_crops
+
+    crop = write_crops(tmp_path_factory.mktemp("crops"))["ras"]
+    image = sitk.ReadImage(str(crop))
+    image.SetDirection(OBLIQUE)
+    image.SetOrigin((12.5, -40.25, 7.0))
+    return image

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import locale
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 from scipy.ndimage import zoom
 
 from se_monai.data import load_icbm152, tissue_labels
@@ -98,3 +100,59 @@ def write_msd_dataset(
     }
     (root / "dataset.json").write_text(json.dumps(description, indent=4))
     return root
+
+
+OBLIQUE = (0.9950042, -0.0998334, 0.0, 0.0998334, 0.9950042, 0.0, 0.0, 0.0, 1.0)  # 5.7 degrees about z
+
+
+def geometry(image):
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def assert_same_geometry(a, b):
+    """Equal size; spacing, origin and direction equal to 1e-4 (mm, cosines)."""
+    assert a.GetSize() == b.GetSize()
+    for x, y in zip(geometry(a)[1:], geometry(b)[1:], strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+def write_dicom_series(image, folder, uid="1.2.826.0.1.3680043.2.1125.1", description="T1 crop", skip=None):
+    """One DICOM file per slice, written by SimpleITK with the tags a scanner writes for geometry. (GDCM's writer
+    sets the process's LC_CTYPE locale to "C"; it is restored, or later tests would decode text as ASCII.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        return _write_slices(image, folder, uid, description, skip)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, ctype)
+
+
+def _write_slices(image, folder, uid, description, skip):
+    pixels = sitk.Cast(sitk.RescaleIntensity(image, 0, 2000), sitk.sitkInt16)
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4]))
+    orientation += f"\\{direction[7]:.7f}"
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(pixels.GetDepth()):
+        if k == skip:
+            continue
+        plane = pixels[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": "MR",
+            "0008|103e": description,
+            "0020|000d": uid + ".0",
+            "0020|000e": uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.5f}" for v in position),
+            "0020|0037": orientation,
+            "0028|0030": "\\".join(f"{v:.5f}" for v in image.GetSpacing()[:2]),
+            "0018|0050": f"{image.GetSpacing()[2]:.5f}",
+            "0008|0018": f"{uid}.{k + 1}",
+        }
+        for key, value in tags.items():
+            plane.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
+        writer.Execute(plane)
+    return folder

@@ -28,6 +28,8 @@ LAYERS = [
         "se_monai.plausibility",
         "se_monai.metrics",
         "se_monai.workflows",
+        "se_monai.segmentation",
+        "se_monai.inferers",
         "se_monai.reference",
         "se_monai.handlers",
         "se_monai.fingerprint",

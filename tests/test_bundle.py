@@ -88,6 +88,13 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == ["filename", "class0", "class1", "mean"]  # grey and white matter (background excluded)
     assert "icbm152_t1" in rows[1][0] and all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])
+    # label statistics per image on its own grid (LabelStatisticsSaver): every voxel in one class, mL from mm^3
+    statistics = json.loads((tmp_path / "eval" / "statistics.json").read_text())
+    (source, table), image = next(iter(statistics.items())), nib.load(rows[1][0])
+    assert source == rows[1][0] and list(table) == ["other", "grey matter", "white matter"]
+    assert sum(c["voxels"] for c in table.values()) == int(np.prod(image.shape))
+    voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000
+    assert all(c["volume_ml"] == pytest.approx(c["voxels"] * voxel_ml) for c in table.values())
 
 
 def test_monai_bundle_run_segments_a_folder(tmp_path):

@@ -215,5 +215,5 @@ def test_unknown_command_is_one_line_naming_the_closest(argv, closest):
 def test_command_help_shows_its_arguments():
     done = run_cli("segment", "--help", process=True)
     text = done.stdout + done.stderr  # python-fire writes help to stderr when it is not a terminal
-    assert done.returncode == 0 and "sw_batch_size" in text and "Segment one image (NIfTI, NRRD" in text
+    assert done.returncode == 0 and "sw_batch_size" in text and "Segment an image (NIfTI, NRRD" in text
     assert run_cli("prepare_data", "--help").returncode == 0  # the Python name works too

@@ -78,6 +78,10 @@ def test_train_a_new_bundle_then_segment_evaluate_and_run_it(tmp_path, modalitie
     with open(bundle / "eval" / "val_mean_dice_raw.csv") as handle:
         header = handle.readline().strip().split(",")
     assert header == ["filename", *[f"class{k}" for k in range(len(labels) - 1)], "mean"]
+    table = json.loads((bundle / "eval" / "statistics.json").read_text())[str(scan)]
+    assert list(table) == labels  # the dataset's class names, one mean intensity per channel
+    means = [c["mean_intensity"] for c in table.values() if c["voxels"]]
+    assert means and all(isinstance(m, float) if len(modalities) == 1 else len(m) == len(modalities) for m in means)
 
     command = [
         sys.executable,

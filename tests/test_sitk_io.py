@@ -4,82 +4,17 @@ the ICBM152 T1, segmented by the shipped model, the labels read back with Simple
 from __future__ import annotations
 
 import json
-import locale
 import shutil
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import write_crops
+from helpers import assert_same_geometry, write_dicom_series
 from test_cli import run_cli
 
 from se_monai.io import InputError
+from se_monai.segmentation import segment_image
 from se_monai.sitk_io import label_statistics, read_image
-from se_monai.workflows import segment_image
-
-OBLIQUE = (0.9950042, -0.0998334, 0.0, 0.0998334, 0.9950042, 0.0, 0.0, 0.0, 1.0)  # 5.7 degrees about z
-
-
-@pytest.fixture(scope="module")
-def t1(tmp_path_factory):
-    """The RAS crop as SimpleITK reads it, with an oblique direction and an origin of its own: geometry to keep."""
-    crop = write_crops(tmp_path_factory.mktemp("crops"))["ras"]
-    image = sitk.ReadImage(str(crop))
-    image.SetDirection(OBLIQUE)
-    image.SetOrigin((12.5, -40.25, 7.0))
-    return image
-
-
-def _geometry(image):
-    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
-
-
-def _same_geometry(a, b):
-    assert a.GetSize() == b.GetSize()
-    for x, y in zip(_geometry(a)[1:], _geometry(b)[1:], strict=True):
-        np.testing.assert_allclose(x, y, atol=1e-4)
-
-
-def _write_series(image, folder, uid="1.2.826.0.1.3680043.2.1125.1", description="T1 crop", skip=None):
-    """One DICOM file per slice, written by SimpleITK with the tags a scanner writes for geometry. (GDCM's writer
-    sets the process's LC_CTYPE locale to "C"; it is restored, or later tests would decode text as ASCII.)"""
-    folder.mkdir(parents=True, exist_ok=True)
-    ctype = locale.setlocale(locale.LC_CTYPE)
-    try:
-        return _write_slices(image, folder, uid, description, skip)
-    finally:
-        locale.setlocale(locale.LC_CTYPE, ctype)
-
-
-def _write_slices(image, folder, uid, description, skip):
-    pixels = sitk.Cast(sitk.RescaleIntensity(image, 0, 2000), sitk.sitkInt16)
-    direction = image.GetDirection()
-    orientation = "\\".join(f"{v:.7f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4]))
-    orientation += f"\\{direction[7]:.7f}"
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(pixels.GetDepth()):
-        if k == skip:
-            continue
-        plane = pixels[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "MR",
-            "0008|103e": description,
-            "0020|000d": uid + ".0",
-            "0020|000e": uid,
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.5f}" for v in position),
-            "0020|0037": orientation,
-            "0028|0030": "\\".join(f"{v:.5f}" for v in image.GetSpacing()[:2]),
-            "0018|0050": f"{image.GetSpacing()[2]:.5f}",
-            "0008|0018": f"{uid}.{k + 1}",
-        }
-        for key, value in tags.items():
-            plane.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
-        writer.Execute(plane)
-    return folder
 
 
 def test_nrrd_and_mha_in_and_out_keep_the_grid_and_the_labels(t1, tmp_path):
@@ -90,7 +25,7 @@ def test_nrrd_and_mha_in_and_out_keep_the_grid_and_the_labels(t1, tmp_path):
     done = run_cli("segment", str(nrrd), str(tmp_path / "b.mha"), "--progress", "False")
     assert done.returncode == 0, done.stderr
     from_nrrd = sitk.ReadImage(str(tmp_path / "b.mha"))
-    _same_geometry(from_nrrd, t1)  # read back with SimpleITK: the input's size, spacing, origin and direction
+    assert_same_geometry(from_nrrd, t1)  # read back with SimpleITK: the input's size, spacing, origin and direction
     assert from_nrrd.GetPixelID() == sitk.sitkUInt8
     labels = sitk.GetArrayFromImage(from_nrrd)
     np.testing.assert_array_equal(labels, sitk.GetArrayFromImage(from_nifti))  # the same segmentation
@@ -100,12 +35,12 @@ def test_nrrd_and_mha_in_and_out_keep_the_grid_and_the_labels(t1, tmp_path):
 
 
 def test_a_dicom_series_folder_is_read_with_its_geometry_and_segmented(t1, tmp_path):
-    folder = _write_series(t1, tmp_path / "dicom")
+    folder = write_dicom_series(t1, tmp_path / "dicom")
     image = read_image(folder)
-    _same_geometry(image, t1)
+    assert_same_geometry(image, t1)
     target = segment_image(folder, tmp_path / "seg.nrrd", progress=False)
     labels = sitk.ReadImage(str(target))
-    _same_geometry(labels, t1)
+    assert_same_geometry(labels, t1)
     counts = np.bincount(sitk.GetArrayFromImage(labels).ravel(), minlength=3)
     assert counts[1] > 1000 and counts[2] > 1000  # grey and white matter found in the rescaled integer T1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom", "seg.nrrd"]  # nothing else left behind
@@ -117,11 +52,12 @@ def test_dicom_folders_that_cannot_be_used_are_one_line_errors(t1, tmp_path):
     (empty / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="no DICOM series in the folder"):
         read_image(empty)
-    gap = _write_series(t1, tmp_path / "gap", skip=20)
+    gap = write_dicom_series(t1, tmp_path / "gap", skip=20)
     with pytest.raises(InputError, match="missing or unevenly spaced"):
         read_image(gap)
-    mixed = _write_series(t1, tmp_path / "mixed")
-    other = _write_series(t1[:, :, :12], tmp_path / "other", uid="1.2.826.0.1.3680043.2.1125.2", description="scout")
+    mixed = write_dicom_series(t1, tmp_path / "mixed")
+    scout = "1.2.826.0.1.3680043.2.1125.2"
+    other = write_dicom_series(t1[:, :, :12], tmp_path / "other", uid=scout, description="scout")
     for path in other.iterdir():
         shutil.move(str(path), str(mixed / f"b_{path.name}"))
     done = run_cli("segment", str(mixed), str(tmp_path / "seg.nii.gz"))

@@ -10,7 +10,7 @@ import nibabel as nib
 
 from se_monai.data import LABELS, icbm152_paths, load_icbm152, tissue_labels
 from se_monai.metrics import label_dice
-from se_monai.workflows import segment_image
+from se_monai.segmentation import segment_image
 
 __all__ = ["run_demo"]
 
@@ -24,7 +24,7 @@ def run_demo(
         The segmentation written and ``{"grey matter": Dice, "white matter": Dice}``.
 
     Raises:
-        InputError, FileNotFoundError: as :func:`se_monai.workflows.segment_image`; the template is not installed.
+        InputError, FileNotFoundError: as :func:`se_monai.segmentation.segment_image`; the template is not installed.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,9 @@ from se_monai.bundles import bundle_plan, record_network_overrides, training_bun
 from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
 from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
+from se_monai.segmentation import OUTPUT_SUFFIXES, segment_folder, segment_image
 from se_monai.synth import AlternatingSubjects, SynthSegSubjects
-from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle, segment_image
+from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle
 
 __all__ = [
     "segment",
@@ -53,33 +54,53 @@ def segment(
     progress: bool = True,
     plausibility: str = "warn",
     series: str | None = None,
-    statistics: str | None = None,
+    statistics: Any = None,
+    probabilities: Any = None,
+    probabilities_dtype: str = "float32",
+    tta: Any = False,
+    output_ext: str = ".nii.gz",
 ) -> str:
-    """Segment one image (NIfTI, NRRD, MetaImage or a DICOM series folder) and write its labels on the input's grid.
+    """Segment an image (NIfTI, NRRD, MetaImage, DICOM series) or a folder of them; labels on the input's grid.
 
     Args:
-        input: image (.nii or .nii.gz), 3-D, or 4-D with the bundle's number of channels last; for a one-channel
-            model also .nrrd, .nhdr, .mha, .mhd or a folder with a DICOM series.
-        output: label file to write (.nii, .nii.gz, .nrrd or .mha); must differ from ``input``.
+        input: image (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM series folder; or a folder of images and
+            DICOM series (with an output folder).
+        output: label file (.nii, .nii.gz, .nrrd or .mha), not the input; or, for an input folder, an output folder
+            (``<name>_seg<output_ext>`` per case; cases already done are skipped, failures listed, exit 2 if any).
         bundle_dir: the bundle folder (default: the one shipped with se-monai).
         overlap: sliding-window overlap (0..1).
         sw_batch_size: windows per forward pass.
         device: "cpu", "cuda", ... (default: CUDA if available).
-        progress: show the sliding-window progress bar.
+        progress: show the progress bar.
         plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
             contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
         series: the series instance UID to segment from a folder with several DICOM series.
-        statistics: also write per-class voxels, volume (mL) and mean input intensity to this .json file.
+        statistics: per-class voxels, volume (mL) and mean input intensity to this .json file (folders: a flag,
+            ``<name>_statistics.json``).
+        probabilities: softmax probabilities, one channel per class, to this image file (folders: a flag,
+            ``<name>_prob<output_ext>``).
+        probabilities_dtype: float32 or float16.
+        tta: mirroring test-time augmentation: --tta over the bundle's axes (shipped: all three, 8 passes, about
+            7x the time), --tta [0] over those axes (left-right only: 2 passes); off by default.
+        output_ext: for folders: .nii.gz, .nii, .nrrd or .mha.
 
     Returns:
-        The path written.
+        The label file or folder written.
     """
-    target = segment_image(
-        input, output, bundle_dir, overlap, sw_batch_size, device, progress, plausibility, series, statistics
-    )
+    options = {"bundle_dir": bundle_dir, "overlap": overlap, "sw_batch_size": sw_batch_size, "device": device}
+    options |= {"plausibility": plausibility, "probabilities_dtype": probabilities_dtype, "tta": tta}
+    if Path(input).is_dir() and not Path(output).name.lower().endswith(OUTPUT_SUFFIXES):
+        done = segment_folder(input, output, output_ext, bool(statistics), bool(probabilities), progress, **options)
+        print(f"{len(done['written'])} written, {len(done['skipped'])} already there, {len(done['failed'])} failed")
+        if done["failed"]:
+            raise InputError(f"{len(done['failed'])} of {sum(map(len, done.values()))} inputs failed (listed above)")
+        return str(output)
+    options |= {"progress": progress, "series": series, "statistics": statistics, "probabilities": probabilities}
+    target = segment_image(input, output, **options)
     print(f"segmentation written to {target}")
-    if statistics is not None:
-        print(f"statistics written to {statistics}")
+    for name, path in (("statistics", statistics), ("probabilities", probabilities)):
+        if path is not None:
+            print(f"{name} written to {path}")
     return str(target)
 
 

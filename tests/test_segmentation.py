@@ -1,0 +1,197 @@
+"""MONAI-native SimpleITK reading and writing, probability maps, mirroring test-time augmentation and folders
+(issue 15): the reader and writer inside MONAI transforms and a bundle config against nibabel on the same real
+files; FlipInferer against a straightforward loop over the mirror images; whole folders through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from helpers import assert_same_geometry, write_dicom_series
+from monai.bundle import ConfigParser
+from monai.inferers import SimpleInferer
+from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
+from test_cli import run_cli
+
+from se_monai.inferers import FlipInferer, complete_background
+from se_monai.io import InputError
+from se_monai.segmentation import find_cases, segment_image
+from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers
+
+
+def _load(path, reader=None):
+    return EnsureChannelFirstd("image")(LoadImaged("image", reader=reader, image_only=True)({"image": str(path)}))[
+        "image"
+    ]
+
+
+def test_the_reader_gives_what_nibabel_gives_for_the_same_image(t1, tmp_path):
+    sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
+    sitk.WriteImage(t1, str(tmp_path / "t1.nrrd"))
+    sitk.WriteImage(t1, str(tmp_path / "t1.mha"))
+    expected = _load(tmp_path / "t1.nii.gz")  # MONAI's default reader: nibabel
+    dicom = write_dicom_series(sitk.Cast(sitk.RescaleIntensity(t1, 0, 2000), sitk.sitkInt16), tmp_path / "dicom")
+    for path in (tmp_path / "t1.nrrd", tmp_path / "t1.mha", tmp_path / "t1.nii.gz", dicom):
+        image = _load(path, SimpleITKReader())
+        assert image.shape == expected.shape == (1, *t1.GetSize())
+        np.testing.assert_allclose(image.affine.numpy(), expected.affine.numpy(), atol=1e-4)
+        if path != dicom:  # the series holds integers rescaled to 0..2000
+            np.testing.assert_array_equal(image.numpy(), expected.numpy())
+    rescaled = _load(dicom, bundle_readers())  # the bundle's readers: nibabel cannot, SimpleITK reads the series
+    assert np.corrcoef(rescaled.numpy().ravel(), expected.numpy().ravel())[0, 1] > 0.999
+
+
+def test_the_reader_is_a_bundle_config_component_and_reads_vector_images(t1, tmp_path):
+    vector = sitk.Compose([t1, t1 * 2.0])
+    sitk.WriteImage(vector, str(tmp_path / "two.nrrd"))
+    parser = ConfigParser(
+        {
+            "load": {
+                "_target_": "LoadImaged",
+                "keys": "image",
+                "image_only": True,
+                "ensure_channel_first": True,
+                "reader": {"_target_": "se_monai.sitk_io.SimpleITKReader"},
+            }
+        }
+    )
+    image = parser.get_parsed_content("load")({"image": str(tmp_path / "two.nrrd")})["image"]
+    assert image.shape == (2, *t1.GetSize())
+    np.testing.assert_allclose(image[1].numpy(), 2 * image[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(image[0].numpy(), sitk.GetArrayFromImage(t1).T, rtol=1e-6)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(InputError, match="unknown image format"):
+        SimpleITKReader().read(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_the_writer_round_trips_data_and_geometry_through_saveimaged(t1, tmp_path, suffix):
+    sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
+    image = _load(tmp_path / "t1.nii.gz")
+    two = torch.cat([image, -image]).as_subclass(type(image))
+    two.meta = dict(image.meta)
+    for name, data in (("one", image), ("two", two)):
+        save = SaveImaged("image", output_dir=str(tmp_path), output_postfix=name, output_ext=suffix, resample=False,
+                          writer=SimpleITKWriter, separate_folder=False)  # fmt: skip
+        save({"image": data})
+        back = sitk.ReadImage(str(tmp_path / f"t1_{name}{suffix}"))
+        assert_same_geometry(back, t1)
+        assert back.GetNumberOfComponentsPerPixel() == data.shape[0]
+        array = sitk.GetArrayFromImage(back)  # (z, y, x) or (z, y, x, c)
+        channels = np.moveaxis(array, -1, 0) if name == "two" else array[None]
+        np.testing.assert_allclose(channels[0], sitk.GetArrayFromImage(t1))
+        np.testing.assert_allclose(channels[1:], -channels[:1].repeat(len(channels) - 1, 0))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+class _Mirrors(torch.nn.Module):
+    """A network that sees orientation: logits from the input and its coordinates."""
+
+    def forward(self, x):
+        grid = torch.linspace(-1, 1, x.shape[-1])
+        return torch.cat([x, x * grid, -x + grid.expand_as(x)], dim=1)
+
+
+def test_flip_inferer_averages_the_mirrored_softmax_as_a_plain_loop_does():
+    x = torch.randn(1, 1, 6, 5, 4)
+    network = _Mirrors()
+    for axes, passes in (((0,), 2), ((0, 1, 2), 8), ((2,), 2)):
+        inferer = FlipInferer(SimpleInferer(), axes)
+        assert len(inferer.flips) == passes
+        expected = torch.zeros(1, 3, 6, 5, 4)
+        for flips in inferer.flips:
+            image = torch.flip(x, flips)
+            expected += torch.flip(torch.softmax(network(image), 1), flips) / passes
+        got = torch.softmax(inferer(x, network), 1)  # the bundle's Activationsd gives back the mean
+        torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, torch.softmax(network(x), 1))  # the mirrors change this network's output
+    with pytest.raises(ValueError, match="distinct values of 0, 1, 2"):
+        FlipInferer(SimpleInferer(), (0, 3))
+
+
+def test_complete_background_gives_other_the_rest_of_the_probability():
+    probabilities = torch.tensor([[0.2, 0.0], [0.5, 0.0], [0.3, 0.0]]).reshape(3, 2, 1, 1)
+    completed = complete_background(probabilities)
+    torch.testing.assert_close(completed[:, 0], probabilities[:, 0])  # already summing to one: unchanged
+    torch.testing.assert_close(completed[:, 1].flatten(), torch.tensor([1.0, 0.0, 0.0]))  # masked: "other"
+
+
+def test_probabilities_and_tta_on_a_real_nrrd(t1, tmp_path):
+    source = tmp_path / "t1.nrrd"
+    sitk.WriteImage(t1, str(source))
+    plain = segment_image(source, tmp_path / "plain.mha", progress=False, probabilities=tmp_path / "p.nrrd")
+    maps = sitk.ReadImage(str(tmp_path / "p.nrrd"))
+    assert_same_geometry(maps, t1)
+    assert maps.GetNumberOfComponentsPerPixel() == 3 and maps.GetPixelID() == sitk.sitkVectorFloat32
+    p = sitk.GetArrayFromImage(maps)  # (z, y, x, class)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(plain)))
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.argmax(-1), labels)
+    tta = segment_image(
+        source, tmp_path / "tta.nii.gz", progress=False, tta=[0], probabilities=tmp_path / "p.npz",
+        probabilities_dtype="float16",
+    )  # fmt: skip
+    archive = np.load(tmp_path / "p.npz")
+    assert archive["probabilities"].dtype == np.float16 and archive["probabilities"].shape == (3, *t1.GetSize())
+    tta_labels = np.asarray(nib.load(str(tta)).dataobj)
+    np.testing.assert_allclose(archive["affine"], nib.load(str(tta)).affine, atol=1e-6)
+    assert np.mean(archive["probabilities"].argmax(0) == tta_labels) > 0.999  # float16 rounding of near-ties
+    changed = np.mean(tta_labels != labels.T)
+    assert 0.0 < changed < 0.1  # the mirror average moves boundary voxels (many in this small field of view)
+    with pytest.raises(InputError, match=r"float16 probabilities need a \.npz file"):
+        segment_image(source, tmp_path / "x.mha", probabilities=tmp_path / "x.nrrd", probabilities_dtype="float16")
+    with pytest.raises(InputError, match="expected distinct spatial axes"):
+        segment_image(source, tmp_path / "x.mha", tta=[0, 0])
+
+
+def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    sitk.WriteImage(t1, str(inputs / "brain.nii.gz"))
+    write_dicom_series(t1, inputs / "patient" / "series")
+    (inputs / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    (inputs / "notes.txt").write_text("scanner notes")
+    cases, notes = find_cases(inputs)
+    assert [c.name for c in cases] == ["brain", "broken", "patient_series"]
+    suffixes = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd"
+    assert notes == [f"{inputs / 'notes.txt'}: ignored (not an image of {suffixes} or DICOM)"]
+    before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
+    args = ["segment", str(inputs), str(outputs), "--output_ext", ".nrrd", "--statistics", "--progress", "False"]
+    done = run_cli(*args)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "broken" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"{inputs / 'broken.nii.gz'}: not a readable NIfTI image")
+    assert "se-monai: error: 1 of 3 inputs failed (listed above)" in done.stderr
+    assert "WARNING" not in done.stderr  # no ITK warnings for the folders without DICOM
+    assert "2 written, 0 already there, 1 failed" in done.stdout
+    written = sorted(p.name for p in outputs.iterdir())
+    assert written == [
+        "brain_seg.nrrd", "brain_statistics.json", "patient_series_seg.nrrd", "patient_series_statistics.json"
+    ]  # fmt: skip
+    for name in ("brain", "patient_series"):
+        labels = sitk.ReadImage(str(outputs / f"{name}_seg.nrrd"))
+        assert_same_geometry(labels, t1)
+        table = json.loads((outputs / f"{name}_statistics.json").read_text())
+        assert table["white matter"]["voxels"] == int((sitk.GetArrayFromImage(labels) == 2).sum()) > 1000
+    again = run_cli(*args)
+    assert again.returncode == 2 and "0 written, 2 already there, 1 failed" in again.stdout
+    assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before  # inputs untouched
+
+
+def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_path):
+    sitk.WriteImage(sitk.Compose([t1, t1]), str(tmp_path / "two.nrrd"))
+    done = run_cli("segment", str(tmp_path / "two.nrrd"), str(tmp_path / "seg.nrrd"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"se-monai: error: {tmp_path / 'two.nrrd'}: has 2 channel(s), the model expects 1"
+    ]
+    (tmp_path / "empty").mkdir()
+    done = run_cli("segment", str(tmp_path / "empty"), str(tmp_path / "labels"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert f"{tmp_path / 'empty'}: no image" in done.stderr and "or DICOM series" in done.stderr
+    done = run_cli("segment", str(tmp_path), str(tmp_path / "labels"), "--output_ext", ".mhd")
+    assert done.returncode == 2 and "--output_ext .mhd: expected one of .nii, .nii.gz, .nrrd, .mha" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "two.nrrd"]  # nothing written
