@@ -16,8 +16,11 @@ MONAI's NibabelReader and ITKReader give it (``affine = diag(-1, -1, 1, 1) @ [[d
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,21 @@ def needs_sitk(path: str | os.PathLike) -> bool:
     """Whether ``path`` is read or written through SimpleITK: a folder (a DICOM series) or a non-NIfTI image suffix."""
     path = Path(path)
     return path.is_dir() or path.name.lower().endswith(IMAGE_SUFFIXES + LABEL_SUFFIXES)
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Mute what ITK's C++ readers print straight to the process's stderr (MetaIO's "Cannot open data file", GDCM's
+    notes) while a file is read; the failure itself comes back as an exception, made one line by the caller."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def dicom_series(folder: str | os.PathLike) -> list[str]:
@@ -132,20 +150,26 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     try:
-        if path.is_dir():
-            files = _series_files(path, series)
-            _check_slices(path, files)
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(files)
-            return reader.Execute()
-        if not (path.name.lower().endswith(IMAGE_SUFFIXES) or is_nifti(path)):
-            expected = ", ".join((*IMAGE_SUFFIXES, ".nii", ".nii.gz"))
-            raise InputError(f"{path}: unknown image format (expected {expected} or a DICOM folder)")
-        return sitk.ReadImage(str(path))
+        with _native_stderr_muted():
+            return _read(path, series)
     except RuntimeError as err:  # SimpleITK reports every reading failure so, with a multi-line message
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "rror" in line or "ead" in line), lines[-1] if lines else "")
+        reason = re.sub(r"\(0x[0-9a-fA-F]+\)", "", reason)  # ITK's object addresses
         raise InputError(f"{path}: not a readable image ({reason[:200]})") from err
+
+
+def _read(path: Path, series: str | None) -> sitk.Image:
+    if path.is_dir():
+        files = _series_files(path, series)
+        _check_slices(path, files)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        return reader.Execute()
+    if not (path.name.lower().endswith(IMAGE_SUFFIXES) or is_nifti(path)):
+        expected = ", ".join((*IMAGE_SUFFIXES, ".nii", ".nii.gz"))
+        raise InputError(f"{path}: unknown image format (expected {expected} or a DICOM folder)")
+    return sitk.ReadImage(str(path))
 
 
 def write_on_grid(written: str | os.PathLike, reference: sitk.Image, output: str | os.PathLike) -> Path:

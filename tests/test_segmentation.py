@@ -195,3 +195,11 @@ def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_pa
     done = run_cli("segment", str(tmp_path), str(tmp_path / "labels"), "--output_ext", ".mhd")
     assert done.returncode == 2 and "--output_ext .mhd: expected one of .nii, .nii.gz, .nrrd, .mha" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "two.nrrd"]  # nothing written
+    header = tmp_path / "header.mha"  # its data file is missing: ITK's C++ reader also prints to the process's stderr
+    fields = ["ObjectType = Image", "NDims = 3", "DimSize = 4 4 4", "ElementType = MET_FLOAT", "ElementDataFile = a"]
+    header.write_text("\n".join(fields) + "\n")
+    done = run_cli("segment", str(header), str(tmp_path / "seg.nii.gz"), process=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"se-monai: error: {header}: not a readable image (ITK ERROR: MetaImageIO: File cannot be read: {header} for "
+        "reading.)"
+    ]
