@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
+from se_monai.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
 from se_monai.io import NIFTI_SUFFIXES, InputError, check_nifti, check_output_path, is_nifti, nifti_stem
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 from se_monai.plausibility import ACTIONS
@@ -36,6 +37,7 @@ from se_monai.sitk_io import (
     label_statistics,
     needs_sitk,
     read_image,
+    series_files,
     write_on_grid,
 )
 from se_monai.workflows import bundle_settings, resolve_bundle_dir, run_bundle
@@ -44,8 +46,8 @@ __all__ = ["PROBABILITY_DTYPES", "OUTPUT_SUFFIXES", "segment_image", "Case", "fi
 
 #: Data types of written probability maps.
 PROBABILITY_DTYPES = ("float32", "float16")
-#: Suffixes of label and probability outputs.
-OUTPUT_SUFFIXES = (*NIFTI_SUFFIXES, *LABEL_SUFFIXES)
+#: Suffixes of label and probability outputs (DICOM SEG for labels of DICOM series).
+OUTPUT_SUFFIXES = (*NIFTI_SUFFIXES, *LABEL_SUFFIXES, DICOM_SEG_SUFFIX)
 #: Suffix of probabilities as a NumPy archive (the only output holding float16: NIfTI, NRRD and MetaImage as
 #: nibabel and SimpleITK write them do not).
 NUMPY_SUFFIX = ".npz"
@@ -84,7 +86,8 @@ def segment_image(
     Args:
         input: image (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder, 3-D, or with the bundle's
             number of channels (a 4-D NIfTI with channels last, a vector NRRD or MetaImage).
-        output: label file to write (.nii, .nii.gz, .nrrd or .mha; unsigned 8-bit); must differ from ``input``.
+        output: label file to write (.nii, .nii.gz, .nrrd or .mha; unsigned 8-bit), or for a DICOM series a DICOM
+            SEG (.dcm, :func:`se_monai.dicom_seg.write_dicom_seg`); must differ from ``input``.
         bundle_dir: the bundle folder (default :func:`se_monai.workflows.default_bundle_dir`).
         overlap, sw_batch_size, progress: of the sliding-window inferer.
         device: "cpu", "cuda", ... (default: the config's, CUDA if available).
@@ -132,7 +135,7 @@ def segment_image(
         "inferer#sw_batch_size": int(sw_batch_size),
         "inferer#progress": bool(progress),
         "plausibility_action": plausibility,
-        "output_ext": _suffix(targets.labels),
+        "output_ext": ".nii.gz" if targets.labels.suffix == DICOM_SEG_SUFFIX else _suffix(targets.labels),
         "tta": bool(tta),
         **({"tta_axes": _axes(tta)} if isinstance(tta, (list, tuple)) else {}),
         "save_probabilities": targets.probabilities is not None,
@@ -144,7 +147,11 @@ def segment_image(
         _run_inference(root, staging, overrides)
         labels = _staged(Path(staging), "_seg", overrides["output_ext"])
         table = _statistics(root, labels, reference, input) if targets.statistics is not None else None
-        _deliver(labels, reference, targets.labels)
+        if targets.labels.suffix == DICOM_SEG_SUFFIX:
+            with atomic_write(targets.labels) as partial:
+                write_dicom_seg(labels, series_files(input, series), _class_names(root), partial)
+        else:
+            _deliver(labels, reference, targets.labels)
         if targets.probabilities is not None:
             staged = _staged(Path(staging), "_prob", overrides["probabilities_ext"])
             _deliver(staged, reference, targets.probabilities, probabilities_dtype)
@@ -181,7 +188,7 @@ def _staged(staging: Path, postfix: str, suffix: str) -> Path:
 def _probabilities_ext(targets: _Outputs, dtype: str) -> str:
     """The suffix the bundle writes the probabilities with (NIfTI for a .npz target, converted after)."""
     if targets.probabilities is None:
-        return _suffix(targets.labels)
+        return ".nii.gz"  # (not written)
     if targets.probabilities.suffix == NUMPY_SUFFIX:
         return ".nii.gz"
     if dtype != "float32":
@@ -207,7 +214,9 @@ def _deliver(staged: Path, reference: Any, target: Path, dtype: str = "float32")
 def _check_outputs(source: str | os.PathLike, output: Any, statistics: Any, probabilities: Any) -> _Outputs:
     """The output paths, checked: the labels (an image suffix), the statistics (.json) and the probabilities (an
     image suffix), none of them an input or one another."""
-    target = check_output_path(output, source, others=LABEL_SUFFIXES)
+    target = check_output_path(output, source, others=(*LABEL_SUFFIXES, DICOM_SEG_SUFFIX))
+    if target.suffix == DICOM_SEG_SUFFIX and not Path(source).is_dir():
+        raise InputError(f"{target}: DICOM SEG output (.dcm) needs a DICOM series folder as input")
     table = None
     if statistics is not None:
         if statistics is True or Path(statistics).suffix != ".json":
@@ -222,11 +231,15 @@ def _check_outputs(source: str | os.PathLike, output: Any, statistics: Any, prob
     return _Outputs(target, table, maps)
 
 
-def _statistics(root: Path, labels: Path, reference: Any, source: str | os.PathLike) -> dict[str, dict]:
+def _class_names(root: Path) -> dict[str, str]:
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
+    return dict(parser.get("class_names"))
+
+
+def _statistics(root: Path, labels: Path, reference: Any, source: str | os.PathLike) -> dict[str, dict]:
     image = reference if reference is not None else sitk.ReadImage(str(source))
-    return label_statistics(labels, image, dict(parser.get("class_names")))
+    return label_statistics(labels, image, _class_names(root))
 
 
 def _read_other_format(path: str | os.PathLike, channels: int, series: str | None) -> Any:

@@ -37,6 +37,7 @@ __all__ = [
     "LABEL_SUFFIXES",
     "needs_sitk",
     "dicom_series",
+    "series_files",
     "read_image",
     "write_on_grid",
     "labels_on_grid",
@@ -88,7 +89,14 @@ def dicom_series(folder: str | os.PathLike) -> list[str]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
-def _series_files(folder: Path, series: str | None) -> list[str]:
+def series_files(folder: str | os.PathLike, series: str | None = None) -> list[str]:
+    """The files of the DICOM series in ``folder`` (the only one, or ``series``), in the order SimpleITK's series
+    reader stacks them (GDCM's sorting by slice position).
+
+    Raises:
+        InputError: no series, several and no ``series``, or no series ``series``.
+    """
+    folder = Path(folder)
     uids = dicom_series(folder)
     if not uids:
         raise InputError(f"{folder}: no DICOM series in the folder")
@@ -161,7 +169,7 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image
 
 def _read(path: Path, series: str | None) -> sitk.Image:
     if path.is_dir():
-        files = _series_files(path, series)
+        files = series_files(path, series)
         _check_slices(path, files)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)

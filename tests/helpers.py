@@ -150,6 +150,10 @@ def _write_slices(image, folder, uid, description, skip):
             "0028|0030": "\\".join(f"{v:.5f}" for v in image.GetSpacing()[:2]),
             "0018|0050": f"{image.GetSpacing()[2]:.5f}",
             "0008|0018": f"{uid}.{k + 1}",
+            "0020|0052": uid + ".9",  # frame of reference
+            "0010|0010": "Template^ICBM152",
+            "0010|0020": "ICBM152",
+            "0008|0020": "20261202",
         }
         for key, value in tags.items():
             plane.SetMetaData(key, value)

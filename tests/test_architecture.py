@@ -25,6 +25,7 @@ LAYERS = [
         "se_monai.synth",
         "se_monai.io",
         "se_monai.sitk_io",
+        "se_monai.dicom_seg",
         "se_monai.plausibility",
         "se_monai.metrics",
         "se_monai.workflows",
@@ -42,6 +43,8 @@ LAYERS = [
 LAZY_IMPORTS = {
     "matplotlib": "heavy, and only drawing a plot needs it",
     "onnxruntime": "optional (the export extra), and only checking an ONNX file needs it",
+    "highdicom": "optional (the dicom extra), and only writing a DICOM SEG needs it",
+    "pydicom": "comes with highdicom, and only writing a DICOM SEG needs it",
     "se_monai.cli.commands": "loads torch and MONAI; se-monai answers --help, --version and a mistyped command without",
 }
 MAX_MODULE_LINES = 450

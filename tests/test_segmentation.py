@@ -17,6 +17,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
 
+from se_monai import sitk_io
 from se_monai.inferers import FlipInferer, complete_background
 from se_monai.io import InputError
 from se_monai.segmentation import find_cases, segment_image
@@ -203,3 +204,22 @@ def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_pa
         f"se-monai: error: {header}: not a readable image (ITK ERROR: MetaImageIO: File cannot be read: {header} for "
         "reading.)"
     ]
+
+
+def test_a_dicom_series_gets_a_dicom_seg_referencing_its_images(t1, tmp_path):
+    highdicom = pytest.importorskip("highdicom")
+    pydicom = pytest.importorskip("pydicom")
+    folder = write_dicom_series(t1, tmp_path / "series")
+    done = run_cli("segment", str(folder), str(tmp_path / "seg.dcm"), "--progress", "False")
+    assert done.returncode == 0, done.stderr
+    segment_image(folder, tmp_path / "seg.nrrd", progress=False)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg.nrrd")))  # (slice, row, column)
+    seg = highdicom.seg.segread(str(tmp_path / "seg.dcm"))
+    sources = [pydicom.dcmread(name, stop_before_pixels=True) for name in sitk_io.series_files(folder)]
+    pixels = seg.get_pixels_by_source_instance([s.SOPInstanceUID for s in sources], combine_segments=True)
+    np.testing.assert_array_equal(pixels, expected)  # every source slice's frame: the labels of that slice
+    assert [d.SegmentLabel for d in seg.SegmentSequence] == ["grey matter", "white matter"]
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID and seg.PatientID == sources[0].PatientID
+    sitk.WriteImage(t1, str(tmp_path / "t1.nrrd"))
+    done = run_cli("segment", str(tmp_path / "t1.nrrd"), str(tmp_path / "other.dcm"))
+    assert done.returncode == 2 and "DICOM SEG output (.dcm) needs a DICOM series folder as input" in done.stderr

@@ -65,8 +65,9 @@ def segment(
     Args:
         input: image (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM series folder; or a folder of images and
             DICOM series (with an output folder).
-        output: label file (.nii, .nii.gz, .nrrd or .mha), not the input; or, for an input folder, an output folder
-            (``<name>_seg<output_ext>`` per case; cases already done are skipped, failures listed, exit 2 if any).
+        output: label file (.nii, .nii.gz, .nrrd, .mha; .dcm: a DICOM SEG of a DICOM series), not the input; or, for
+            an input folder, an output folder (``<name>_seg<output_ext>`` per case; cases already done are skipped,
+            failures listed, exit 2 if any).
         bundle_dir: the bundle folder (default: the one shipped with se-monai).
         overlap: sliding-window overlap (0..1).
         sw_batch_size: windows per forward pass.
@@ -127,7 +128,7 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
 
 
 def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
-    """Dice of the bundle's model on imagesTs/ images that have labels in labelsTs/ (metrics in eval/).
+    """Dice of the bundle's model on imagesTs/ images with labels in labelsTs/ (eval/: metrics, statistics.json).
 
     Args:
         dataset_dir: an MSD-layout dataset folder.
