@@ -102,6 +102,45 @@ def transposed_bias() -> None:
     )
 
 
+def subpixel_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    """Sub-pixel form (Shi et al., CVPR 2016) of ``conv_transpose3d(., kernel, stride 2, padding 2, output padding
+    1, groups)`` for a 5^3 kernel: output voxel 2m + r reads input m + v through tap t = 2((r + 2) // 2 - v) + r % 2,
+    so a 3^3 convolution with 8x the output channels at the input's resolution, then depth-to-space, equals it."""
+    table = torch.zeros(2, 3, 5)  # (sub-voxel r, offset v + 1, tap t)
+    for r in range(2):
+        for t in range(r % 2, 5, 2):
+            table[r, (r + 2) // 2 - (t - r % 2) // 2 + 1, t] = 1.0
+    c_in, c_out = kernel.shape[:2]
+    per_group = kernel.reshape(groups, c_in // groups, c_out, 5, 5, 5)
+    phases = torch.einsum("giotuv,pxt,qyu,rzv->gopqrixyz", per_group, table, table, table)
+    return phases.reshape(groups * c_out * 8, c_in // groups, 3, 3, 3).contiguous(memory_format=CL)
+
+
+def subpixel_transposed() -> None:
+    """The bundle's SEUNet up-sampling (transposed SE group convolutions, 4 scales, kernel 5) in a 96^3 window."""
+    for c_in, c_out, size in ((48, 8, 12), (16, 4, 24), (8, 3, 48)):
+        x = torch.randn(1, 4 * c_in, size, size, size).contiguous(memory_format=CL).requires_grad_()
+        kernel = torch.randn(4 * c_in, c_out, 5, 5, 5)
+        direct = kernel.contiguous(memory_format=CL).requires_grad_()
+        phases = subpixel_kernel(kernel, 4).requires_grad_()
+
+        def sub_pixel(x=x, phases=phases):
+            return space_to_depth.from_blocks(F.conv3d(x, phases, None, 1, 1, 1, 4))
+
+        expected = F.conv_transpose3d(x, direct, None, 2, 2, 1, 4)
+        torch.testing.assert_close(sub_pixel(), expected, rtol=1e-4, atol=1e-4)  # the same convolution
+        compare(
+            f"transposed group convolution {c_in} -> {c_out} x 4 scales, {size}^3 -> {2 * size}^3",
+            {
+                "conv_transpose3d, channels-last": lambda x=x, direct=direct: F.conv_transpose3d(
+                    x, direct, None, 2, 2, 1, 4
+                ),
+                "sub-pixel form (3^3, 8x channels, depth-to-space)": sub_pixel,
+                "  its convolution alone": lambda x=x, phases=phases: F.conv3d(x, phases, None, 1, 1, 1, 4),
+            },
+        )
+
+
 def batch_norm_chain() -> None:
     """Batch norm + SiLU on the (B, D, H, W, S, C) layout of the top of SEUNet, consumed channels-last."""
     base = torch.randn(1, 64, 64, 64, 4, 3)
@@ -136,4 +175,5 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     grouped_small_channels()
     transposed_bias()
+    subpixel_transposed()
     batch_norm_chain()
