@@ -51,7 +51,7 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
 
     Raises:
         InputError: missing file, a folder, an empty file, not a NIfTI, corrupt or truncated data, wrong
-            dimensionality, wrong channel count, or a volume with no voxels.
+            dimensionality, wrong channel count, a volume with no voxels or a single slice.
     """
     path = Path(path)
     if not path.exists():
@@ -77,6 +77,8 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
         raise InputError(f"{path}: expected a 3-D volume (or 4-D with channels last), got {len(shape)}-D shape {shape}")
     if min(shape) < 1:
         raise InputError(f"{path}: empty volume (shape {shape})")
+    if min(shape[:3]) < 2:
+        raise InputError(f"{path}: shape {shape} is a single slice (a 2-D image), not a volume")
     try:
         data = np.asanyarray(image.dataobj)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:

@@ -11,6 +11,7 @@ exactly (:func:`se_monai.sitk_io.write_on_grid`). Inputs are checked first, so b
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -168,14 +169,37 @@ def _axes(values: Sequence[Any]) -> list[int]:
     return axes
 
 
+#: Loggers that print an engine's exception with its traceback before it propagates (MONAI's StatsHandler, Ignite's
+#: engine); silenced while segment runs the bundle, which reports the failure in one line instead.
+_ENGINE_LOGGERS = ("monai.handlers.StatsHandler", "ignite.engine.engine.SupervisedEvaluator")
+
+
+class _NoErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
 def _run_inference(root: Path, staging: str, overrides: dict[str, Any]) -> None:
+    """Run inference.json; a failure is one :class:`InputError` line: the InputError a transform raised (MONAI's
+    Compose wraps it), else the input's name with the innermost cause (e.g. a degenerate geometry)."""
+    quiet = _NoErrors()
+    for name in _ENGINE_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
     try:
         run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
-    except RuntimeError as err:  # MONAI's Compose wraps what a transform raises; a user error stays one line
-        cause = err
-        while cause is not None and not isinstance(cause, InputError):
-            cause = cause.__cause__
-        raise cause or err from None
+    except Exception as err:
+        chain = [err]
+        while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        user = next((e for e in chain if isinstance(e, InputError)), None)
+        if user is not None:
+            raise user from None
+        detail = next((str(e).strip().splitlines()[0] for e in reversed(chain) if str(e).strip()), "")
+        source = overrides["datalist"][0]
+        raise InputError(f"{source}: inference failed ({type(chain[-1]).__name__}: {detail[:200]})") from err
+    finally:
+        for name in _ENGINE_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
 
 
 def _staged(staging: Path, postfix: str, suffix: str) -> Path:
@@ -247,6 +271,8 @@ def _read_other_format(path: str | os.PathLike, channels: int, series: str | Non
     image = read_image(path, series)
     if image.GetDimension() != 3:
         raise InputError(f"{path}: expected a 3-D volume, got {image.GetDimension()}-D size {image.GetSize()}")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{path}: size {image.GetSize()} is a single slice (a localizer or 2-D image), not a volume")
     if image.GetNumberOfComponentsPerPixel() != channels:
         found = image.GetNumberOfComponentsPerPixel()
         raise InputError(f"{path}: has {found} channel(s), the model expects {channels}")
@@ -300,12 +326,20 @@ def find_cases(input_dir: str | os.PathLike) -> tuple[list[Case], list[str]]:
             stem = nifti_stem(path) if is_nifti(path) else path.stem
             cases.append(Case(stem, path))
         elif str(path) not in dicom_files and not path.name.lower().endswith(_DATA_SUFFIXES):
-            notes.append(f"{path}: ignored (not an image of {', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))} or DICOM)")
+            notes.append(f"{path}: ignored ({_not_a_case(path)})")
     names = [case.name for case in cases]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise InputError(f"{root}: several inputs would write the same output name: {', '.join(twice)}")
     return sorted(cases, key=lambda case: case.name), notes
+
+
+def _not_a_case(path: Path) -> str:
+    with open(path, "rb") as handle:
+        preamble = handle.read(132)
+    if preamble[128:132] == b"DICM":
+        return "a DICOM file outside any image series, e.g. a DICOMDIR index or a report"
+    return f"not an image of {', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))} or DICOM"
 
 
 def segment_folder(
@@ -360,8 +394,11 @@ def segment_folder(
             segment_image(case.path, series=case.series, progress=False, **paths, **options)
         except Exception as err:  # one case's failure is reported and the others go on
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            prefix = "" if str(case.path) in message else f"{case.path}: "
-            tqdm.write(f"{prefix}{message}", file=sys.stderr)
+            if not message.startswith(str(case.path)):
+                message = f"{case.path}: {message}"
+            if case.series is not None:  # one of several series in the folder: which one
+                message = f"{case.path} (series {case.series}){message[len(str(case.path)) :]}"
+            tqdm.write(message, file=sys.stderr)
             result["failed"].append(case.name)
         else:
             result["written"].append(case.name)

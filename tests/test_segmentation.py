@@ -5,6 +5,8 @@ files; FlipInferer against a straightforward loop over the mirror images; whole 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -17,11 +19,11 @@ from monai.inferers import SimpleInferer
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
 
-from se_monai import sitk_io
+from se_monai import segmentation, sitk_io
 from se_monai.inferers import FlipInferer, complete_background
 from se_monai.io import InputError
 from se_monai.segmentation import find_cases, segment_image
-from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers
+from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers, read_image
 
 
 def _load(path, reader=None):
@@ -196,6 +198,10 @@ def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_pa
     done = run_cli("segment", str(tmp_path), str(tmp_path / "labels"), "--output_ext", ".mhd")
     assert done.returncode == 2 and "--output_ext .mhd: expected one of .nii, .nii.gz, .nrrd, .mha" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "two.nrrd"]  # nothing written
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 1), np.float32), np.eye(4)), str(tmp_path / "slice.nii.gz"))
+    done = run_cli("segment", str(tmp_path / "slice.nii.gz"), str(tmp_path / "seg.nii.gz"))
+    assert done.returncode == 2 and "shape (8, 8, 1) is a single slice (a 2-D image), not a volume" in done.stderr
+    (tmp_path / "slice.nii.gz").unlink()
     header = tmp_path / "header.mha"  # its data file is missing: ITK's C++ reader also prints to the process's stderr
     fields = ["ObjectType = Image", "NDims = 3", "DimSize = 4 4 4", "ElementType = MET_FLOAT", "ElementDataFile = a"]
     header.write_text("\n".join(fields) + "\n")
@@ -223,3 +229,43 @@ def test_a_dicom_series_gets_a_dicom_seg_referencing_its_images(t1, tmp_path):
     sitk.WriteImage(t1, str(tmp_path / "t1.nrrd"))
     done = run_cli("segment", str(tmp_path / "t1.nrrd"), str(tmp_path / "other.dcm"))
     assert done.returncode == 2 and "DICOM SEG output (.dcm) needs a DICOM series folder as input" in done.stderr
+
+
+def test_a_real_dicom_archive_with_localizers_indexes_and_gaps(tmp_path):
+    """pydicom's test archive (real scanner files: CR, CT and MR series of 16 x 16 images, DICOMDIR indexes, single
+    slices, series with gaps, several series per folder): every input is segmented or refused in one line."""
+    pydicom = pytest.importorskip("pydicom")
+    archive = tmp_path / "archive"
+    shutil.copytree(Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests", archive)
+    done = run_cli("segment", str(archive), str(tmp_path / "labels"), "--plausibility", "off", "--progress", "False")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{archive / 'DICOMDIR'}: ignored (a DICOM file outside any image series, e.g. a DICOMDIR index" in lines[0]
+    single = [line for line in lines if "is a single slice (a localizer or 2-D image)" in line]
+    gaps = [line for line in lines if "DICOM slices are missing or unevenly spaced" in line]
+    assert len(single) == 7 and len(gaps) == 4
+    assert any(line.startswith(f"{archive / '98892003' / 'MR1'} (series 1.3.6.1.4.1.5962.") for line in single)
+    assert lines[-1] == "se-monai: error: 11 of 13 inputs failed (listed above)"
+    written = sorted(p.name for p in (tmp_path / "labels").iterdir())
+    assert written == ["98892001_CT2N_seg.nii.gz", "98892001_CT5N_seg.nii.gz"]
+    for name in written:  # the CT series' labels on their own grids
+        series = archive / "98892001" / name.split("_")[1]
+        assert sitk.ReadImage(str(tmp_path / "labels" / name)).GetSize() == read_image(series).GetSize()
+
+
+def test_a_failure_inside_the_bundle_is_one_line_naming_the_input(t1, tmp_path, monkeypatch):
+    source = tmp_path / "t1.nrrd"
+    sitk.WriteImage(t1, str(source))
+
+    def failing(*args, **kwargs):
+        try:
+            raise ValueError("Affine [[0. 0. 0.]\n [0. 0. 0.]] is singular")
+        except ValueError as err:
+            raise RuntimeError("applying transform <monai.transforms.io.dictionary.SaveImaged>") from err
+
+    monkeypatch.setattr(segmentation, "run_bundle", failing)
+    done = run_cli("segment", str(source), str(tmp_path / "seg.nii.gz"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"se-monai: error: {source}: inference failed (ValueError: Affine [[0. 0. 0.])"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.nrrd"]  # nothing written, no staging left
