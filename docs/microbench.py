@@ -141,6 +141,49 @@ def subpixel_transposed() -> None:
         )
 
 
+def separable_basis() -> None:
+    """Issue 14's idea of evaluating a tensor-product basis separably, for the top group convolution of the bundle's
+    SEUNet (4 -> 4 channels x 4 scales, kernel 5, 3 x 3 x 3 basis orders per scale, 64^3): per scale and input
+    channel, 3 one-dimensional filters along the first axis, 3 along the second on each result, 3 along the third
+    (3 + 9 + 27 depthwise passes of 5 taps), then a 1x1 combination of the 27 responses with the weights; 1212
+    multiply-adds per voxel and scale against 2000 for the expanded 5^3 kernel."""
+    scales, channels, orders, size = 4, 4, 3, 64
+    x = torch.randn(1, scales * channels, size, size, size).contiguous(memory_format=CL).requires_grad_()
+    factors = [torch.randn(scales, orders, 5) for _ in range(3)]  # 1-D factors per scale, order and tap
+    weights = torch.randn(scales, channels, channels, orders, orders, orders)  # (scale, out, in, n, m, k)
+    kernel = torch.einsum("soinmk,snx,smy,skz->soixyz", weights, *factors)
+    kernel = kernel.reshape(scales * channels, channels, 5, 5, 5).contiguous(memory_format=CL).requires_grad_()
+    passes = []
+    for axis, factor in enumerate(factors):  # depthwise 1-D filters, every input map gets the 3 orders
+        groups = scales * channels * orders**axis
+        shape = [1, 1, 1]
+        shape[axis] = 5
+        weight = factor.repeat_interleave(channels * orders**axis, dim=0).reshape(groups * orders, 1, *shape)
+        padding = [0, 0, 0]
+        padding[axis] = 2
+        passes.append((weight.contiguous(memory_format=CL).requires_grad_(), groups, tuple(padding)))
+    combine = weights.reshape(scales, channels, channels, orders**3).reshape(scales * channels, channels * orders**3)
+    combine = combine[:, :, None, None, None].contiguous(memory_format=CL).requires_grad_()
+
+    def separable():
+        y = x
+        for weight, groups, padding in passes:
+            y = F.conv3d(y, weight, None, 1, padding, 1, groups)
+        return F.conv3d(y, combine, None, 1, 0, 1, scales)
+
+    torch.testing.assert_close(separable(), F.conv3d(x, kernel, None, 1, 2, 1, scales), rtol=1e-3, atol=1e-2)
+    compare(
+        "group convolution 4 -> 4 channels x 4 scales, 64^3, kernel 5, tensor-product basis",
+        {
+            "expanded kernel, direct grouped conv3d": lambda: F.conv3d(x, kernel, None, 1, 2, 1, scales),
+            "expanded kernel, space-to-depth form": lambda: space_to_depth.blocked_conv3d(
+                x, space_to_depth.blocked_kernel(kernel.detach(), scales).contiguous(memory_format=CL), None, scales
+            ),
+            "separable: 39 depthwise 1-D passes + 1x1": separable,
+        },
+    )
+
+
 def batch_norm_chain() -> None:
     """Batch norm + SiLU on the (B, D, H, W, S, C) layout of the top of SEUNet, consumed channels-last."""
     base = torch.randn(1, 64, 64, 64, 4, 3)
@@ -176,4 +219,5 @@ if __name__ == "__main__":
     grouped_small_channels()
     transposed_bias()
     subpixel_transposed()
+    separable_basis()
     batch_norm_chain()
