@@ -12,7 +12,7 @@ export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dicom]'
 	touch $(STAMP)
 
 setup: $(STAMP)
