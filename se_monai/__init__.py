@@ -8,8 +8,9 @@ Packages, each importing only from those before it (docs/architecture.md):
   stated there;
 - :mod:`se_monai.networks`: SEUNet, its blocks and factories, the paper's baseline UNet;
 - library modules: :mod:`se_monai.data` (offline ICBM152 data in the MSD layout), :mod:`se_monai.io` (input checks),
-  :mod:`se_monai.metrics` (Dice, equivariance errors), :mod:`se_monai.workflows` (bundle runs, segmentation),
-  :mod:`se_monai.reference` (the straightforward oracle of the SE layers);
+  :mod:`se_monai.sitk_io` (SimpleITK readers and writers, DICOM series), :mod:`se_monai.metrics` (Dice,
+  equivariance errors), :mod:`se_monai.workflows` (bundle runs), :mod:`se_monai.segmentation` (images and folders
+  through the bundle), :mod:`se_monai.reference` (the straightforward oracle of the SE layers);
 - :mod:`se_monai.apps`: benchmark, equivariance report, experiment, plots, export, demo;
 - :mod:`se_monai.cli`: the ``se-monai`` command.
 """
