@@ -1,5 +1,6 @@
-"""Inference-time pieces of the bundle's inference.json (issue 15): mirroring test-time augmentation around MONAI's
-sliding-window inferer, and probability maps that sum to one everywhere on the input's grid.
+"""Inference-time pieces of the bundle's inference.json: mirroring test-time augmentation around MONAI's
+sliding-window inferer and probability maps that sum to one everywhere on the input's grid (issue 15), and a
+resampling that enlarges objects smaller than the training data's sizes (issue 13, item 2).
 
 Tensors here are MONAI's channel-first images ``(B, C, D, H, W)`` (``C`` classes for network outputs).
 """
@@ -7,12 +8,15 @@ Tensors here are MONAI's channel-first images ``(B, C, D, H, W)`` (``C`` classes
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.inferers import Inferer
+from monai.transforms import Spacingd
 
-__all__ = ["FlipInferer", "complete_background"]
+__all__ = ["FlipInferer", "complete_background", "SizeAdaptiveSpacingd"]
 
 
 class FlipInferer(Inferer):
@@ -63,3 +67,66 @@ def complete_background(probabilities: torch.Tensor) -> torch.Tensor:
     result = probabilities.clone()
     result[0] = (1.0 - probabilities[1:].sum(0)).clamp(0.0, 1.0)
     return result
+
+
+#: Largest share of an object's largest cross-section on an image face for it to count as whole (INIA19's brainstem
+#: on its lower face: 1.3 %; a crop or slab through a brain: tens of per cent).
+MAX_FACE_FRACTION = 0.2
+
+
+class SizeAdaptiveSpacingd(Spacingd):
+    """MONAI's ``Spacingd`` whose target spacing shrinks for objects smaller than those the network was trained on.
+
+    The object's volume is that of the image's non-zero voxels (any channel; a skull-stripped brain), from the
+    affine (mm^3), when they lie inside the image (a whole object, not a crop or a slab; a brainstem cut by the
+    field of view's lower face still counts as whole). Its
+    linear size relative to the training data is ``s = (volume / reference_ml)^(1/3)``; when ``s < min_size`` the
+    image is resampled to ``pixdim * s`` instead of ``pixdim``, so the network sees the object at the reference
+    size (a macaque brain, 0.39 times the ICBM152 template, enlarged 2.6 times), and ``Invertd`` brings the
+    prediction back onto the input's grid as for any ``Spacingd``. The range of sizes a scale-equivariant network
+    covers is finite (Wimmer et al., arXiv 2304.05864, Sec. 3: the scales of its group); this moves an object from
+    below it to its centre. Other objects are resampled to ``pixdim`` unchanged.
+
+    Args:
+        keys, pixdim, kwargs: as ``Spacingd`` (``pixdim`` in mm).
+        reference_ml: the training objects' volume (mL), e.g. the ICBM152 template's brain mask, 1886.5 mL.
+        min_size: linear size (relative to the reference) below which objects are enlarged; 0 turns it off.
+
+    Raises:
+        ValueError: ``reference_ml`` not positive.
+    """
+
+    def __init__(
+        self,
+        keys: Any,
+        pixdim: Sequence[float],
+        reference_ml: float = 1.0,
+        min_size: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(keys, pixdim, **kwargs)
+        if reference_ml <= 0:
+            raise ValueError(f"SizeAdaptiveSpacingd: reference_ml must be positive, got {reference_ml}")
+        self.base = np.asarray(pixdim, dtype=np.float64)
+        self.reference_ml, self.min_size = float(reference_ml), float(min_size)
+
+    def relative_size(self, image: Any) -> float | None:
+        """``s`` of the ``(C, X, Y, Z)`` MetaTensor ``image``: the linear size of its non-zero region against the
+        reference; None when that region is cut by the image's border (a face holding over
+        :data:`MAX_FACE_FRACTION` of its largest cross-section: a partial field of view, a crop or a slab, whose
+        size says nothing of the object's) or is empty."""
+        inside = (image != 0).any(0)
+        if not bool(inside.any()):
+            return None
+        for axis in range(3):
+            sections = inside.sum(dim=tuple(a for a in range(3) if a != axis))
+            if max(int(sections[0]), int(sections[-1])) > MAX_FACE_FRACTION * int(sections.max()):
+                return None
+        voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=np.float64)[:3, :3]))) / 1000.0
+        return (float(inside.sum()) * voxel_ml / self.reference_ml) ** (1.0 / 3.0)
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        size = self.relative_size(data[self.keys[0]])
+        factor = size if size is not None and size < self.min_size else 1.0
+        self.spacing_transform.pixdim = self.base * factor
+        return super().__call__(data, lazy)

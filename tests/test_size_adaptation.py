@@ -1,0 +1,61 @@
+"""Objects smaller than the training data are enlarged before inference (se_monai.inferers.SizeAdaptiveSpacingd,
+issue 13): the rule on synthetic volumes, and the real ICBM152 T1 relabelled as a 0.45x brain segmented as the
+1 mm brain is."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from se_monai.data import icbm152_paths
+from se_monai.inferers import SizeAdaptiveSpacingd
+from se_monai.segmentation import segment_image
+from se_monai.workflows import SHIPPED_BUNDLE
+
+
+def _ball(size, radius, spacing, centre=None):
+    grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    centre = torch.tensor(centre or [size / 2] * 3).view(3, 1, 1, 1)
+    inside = ((grid - centre) ** 2).sum(0) <= radius**2
+    return MetaTensor(inside[None].float(), affine=torch.diag(torch.tensor([spacing] * 3 + [1.0])))
+
+
+def test_the_relative_size_of_whole_and_cut_objects():
+    transform = SizeAdaptiveSpacingd("image", (1.0, 1.0, 1.0), reference_ml=1.0, min_size=0.6)
+    ball = _ball(40, 10, 0.5)  # 4189 voxels of 0.125 mm^3: 0.52 mL
+    volume_ml = float(ball.sum()) * 0.125 / 1000
+    assert transform.relative_size(ball) == pytest.approx((volume_ml / 1.0) ** (1 / 3))
+    assert transform.relative_size(_ball(40, 10, 0.5, centre=[20, 20, 0])) is None  # cut in half by a face
+    assert transform.relative_size(MetaTensor(torch.zeros(1, 8, 8, 8))) is None
+    with pytest.raises(ValueError, match="reference_ml must be positive"):
+        SizeAdaptiveSpacingd("image", (1.0, 1.0, 1.0), reference_ml=0.0)
+
+
+def test_a_small_object_is_resampled_finer_and_inverted_onto_its_grid():
+    ball = _ball(40, 10, 0.5)
+    size = ((float(ball.sum()) * 0.125 / 1000) / 4.0) ** (1 / 3)  # against a 4 mL reference: 0.51
+    small = SizeAdaptiveSpacingd("image", (1.0, 1.0, 1.0), reference_ml=4.0, min_size=0.6)
+    out = small({"image": ball})["image"]
+    np.testing.assert_allclose(out.pixdim.numpy(), [size] * 3, rtol=1e-6)  # pixdim x s, not 1 mm
+    back = small.inverse({"image": out})["image"]
+    assert back.shape == ball.shape and torch.allclose(back.affine, ball.affine)
+    unchanged = SizeAdaptiveSpacingd("image", (1.0, 1.0, 1.0), reference_ml=0.5, min_size=0.6)({"image": ball})
+    np.testing.assert_allclose(unchanged["image"].pixdim.numpy(), [1.0] * 3)  # 1.04 x the reference: as Spacingd
+
+
+def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_path):
+    config = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())
+    assert config["min_relative_size"] == 0.6 and config["reference_object_ml"] == pytest.approx(1886.5)
+    source = nib.load(str(icbm152_paths()["t1"]))
+    small = tmp_path / "small_t1.nii.gz"  # the same voxels, 0.45 mm apart: a brain 0.45 times the template's
+    affine = source.affine.copy()
+    affine[:3, :3] *= 0.45
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj), affine), str(small))
+    labels = np.asarray(nib.load(str(segment_image(small, tmp_path / "small_seg.nii.gz", progress=False))).dataobj)
+    at_size = segment_image(icbm152_paths()["t1"], tmp_path / "seg.nii.gz", progress=False)
+    assert np.mean(labels == np.asarray(nib.load(str(at_size)).dataobj)) > 0.999
