@@ -406,7 +406,7 @@ class _ByFormat(ImageReader):
         return (self.nibabel if nifti else self.sitk).read(data, **kwargs)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        first = img if isinstance(img, sitk.Image) else next(iter(img), None) if isinstance(img, list) else img
+        first = img[0] if isinstance(img, (list, tuple)) else img  # several files: a list of one reader's images
         return (self.sitk if isinstance(first, sitk.Image) else self.nibabel).get_data(img)
 
 
