@@ -26,7 +26,6 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.bundle import ConfigParser
 from monai.handlers import CheckpointSaver as MonaiCheckpointSaver
 from monai.handlers import ValidationHandler as MonaiValidationHandler
 from torch.optim.swa_utils import update_bn
@@ -34,6 +33,7 @@ from torch.optim.swa_utils import update_bn
 from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
 from se_monai.sitk_io import label_statistics, labels_on_grid, read_image
+from se_monai.workflows import bundle_class_names
 
 __all__ = [
     "CheckpointSaver",
@@ -279,9 +279,7 @@ class LabelStatisticsSaver:
         if class_names is None:
             if bundle_root is None:
                 raise ValueError("LabelStatisticsSaver: give class_names or bundle_root")
-            parser = ConfigParser()
-            parser.read_config(str(Path(bundle_root) / "configs" / "inference.json"))
-            class_names = parser.get("class_names")
+            class_names = bundle_class_names(bundle_root)
         self.class_names = {str(k): str(v) for k, v in dict(class_names).items()}
         self.path, self.labels_key = Path(output_dir) / filename, labels_key
         self.table: dict[str, dict] = {}

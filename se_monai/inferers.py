@@ -16,6 +16,8 @@ import torch
 from monai.inferers import Inferer
 from monai.transforms import Spacingd
 
+from se_monai.data import acquired_voxels
+
 __all__ = ["FlipInferer", "complete_background", "SizeAdaptiveSpacingd"]
 
 
@@ -115,7 +117,7 @@ class SizeAdaptiveSpacingd(Spacingd):
         reference; None when that region is cut by the image's border (a face holding over
         :data:`MAX_FACE_FRACTION` of its largest cross-section: a partial field of view, a crop or a slab, whose
         size says nothing of the object's) or is empty."""
-        inside = (image != 0).any(0)
+        inside = acquired_voxels(image)[0]
         if not bool(inside.any()):
             return None
         for axis in range(3):

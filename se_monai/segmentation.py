@@ -24,7 +24,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from monai.bundle import ConfigParser
 from tqdm import tqdm
 
 from se_monai.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
@@ -41,7 +40,7 @@ from se_monai.sitk_io import (
     series_files,
     write_on_grid,
 )
-from se_monai.workflows import bundle_settings, resolve_bundle_dir, run_bundle
+from se_monai.workflows import bundle_class_names, bundle_settings, resolve_bundle_dir, run_bundle
 
 __all__ = ["PROBABILITY_DTYPES", "OUTPUT_SUFFIXES", "segment_image", "Case", "find_cases", "segment_folder"]
 
@@ -150,7 +149,7 @@ def segment_image(
         table = _statistics(root, labels, reference, input) if targets.statistics is not None else None
         if targets.labels.suffix == DICOM_SEG_SUFFIX:
             with atomic_write(targets.labels) as partial:
-                write_dicom_seg(labels, series_files(input, series), _class_names(root), partial)
+                write_dicom_seg(labels, series_files(input, series), bundle_class_names(root), partial)
         else:
             _deliver(labels, reference, targets.labels)
         if targets.probabilities is not None:
@@ -211,10 +210,8 @@ def _staged(staging: Path, postfix: str, suffix: str) -> Path:
 
 def _probabilities_ext(targets: _Outputs, dtype: str) -> str:
     """The suffix the bundle writes the probabilities with (NIfTI for a .npz target, converted after)."""
-    if targets.probabilities is None:
-        return ".nii.gz"  # (not written)
-    if targets.probabilities.suffix == NUMPY_SUFFIX:
-        return ".nii.gz"
+    if targets.probabilities is None or targets.probabilities.suffix == NUMPY_SUFFIX:
+        return ".nii.gz"  # (not written, or converted)
     if dtype != "float32":
         raise InputError(f"{targets.probabilities}: {dtype} probabilities need a .npz file (images hold float32)")
     return _suffix(targets.probabilities)
@@ -255,15 +252,9 @@ def _check_outputs(source: str | os.PathLike, output: Any, statistics: Any, prob
     return _Outputs(target, table, maps)
 
 
-def _class_names(root: Path) -> dict[str, str]:
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    return dict(parser.get("class_names"))
-
-
 def _statistics(root: Path, labels: Path, reference: Any, source: str | os.PathLike) -> dict[str, dict]:
     image = reference if reference is not None else sitk.ReadImage(str(source))
-    return label_statistics(labels, image, _class_names(root))
+    return label_statistics(labels, image, bundle_class_names(root))
 
 
 def _read_other_format(path: str | os.PathLike, channels: int, series: str | None) -> Any:

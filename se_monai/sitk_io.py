@@ -60,7 +60,7 @@ SLICE_TOLERANCE = 0.01
 def needs_sitk(path: str | os.PathLike) -> bool:
     """Whether ``path`` is read or written through SimpleITK: a folder (a DICOM series) or a non-NIfTI image suffix."""
     path = Path(path)
-    return path.is_dir() or path.name.lower().endswith(IMAGE_SUFFIXES + LABEL_SUFFIXES)
+    return path.is_dir() or path.name.lower().endswith(IMAGE_SUFFIXES)  # (LABEL_SUFFIXES are among them)
 
 
 @contextlib.contextmanager
@@ -103,10 +103,7 @@ def series_files(folder: str | os.PathLike, series: str | None = None) -> list[s
     if series is None and len(uids) > 1:
         described = []
         for uid in uids:
-            first = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)[0]
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(first)
-            reader.ReadImageInformation()
+            reader = _header(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)[0])
             description = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
             described.append(f"{uid} ({description})" if description else uid)
         raise InputError(f"{folder}: {len(uids)} DICOM series, choose one with --series: {'; '.join(described)}")
@@ -116,14 +113,20 @@ def series_files(folder: str | os.PathLike, series: str | None = None) -> list[s
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
+def _header(name: str) -> sitk.ImageFileReader:
+    """A reader holding one DICOM file's header (tags, geometry), its pixels not read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(name)
+    reader.ReadImageInformation()
+    return reader
+
+
 def _check_slices(folder: Path, files: list[str]) -> None:
     """Missing or unevenly spaced slices: positions along the slice normal must be evenly spaced."""
     positions = []
     normal = None
     for name in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(name)
-        reader.ReadImageInformation()
+        reader = _header(name)
         if not reader.HasMetaDataKey("0020|0032"):
             return  # no positions to check (e.g. a single multi-frame file)
         position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
@@ -275,7 +278,7 @@ def _affine(image: sitk.Image) -> np.ndarray:
 class SimpleITKReader(ImageReader):
     """MONAI image reader backed by SimpleITK: NIfTI, NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) and DICOM series
     folders (:func:`read_image`, with its one-line errors). Use it as ``LoadImaged(keys, reader=SimpleITKReader())``
-    or, in a config, ``"reader": "$se_monai.sitk_io.SimpleITKReader(series=None)"``.
+    or, in a config, ``"reader": {"_target_": "se_monai.sitk_io.SimpleITKReader", "series": null}``.
 
     ``get_data`` returns the array with spatial axes first, ``(X, Y, Z)`` or ``(X, Y, Z, C)`` for vector or 4-D
     images (channel last, ``original_channel_dim`` -1), and the metadata ``affine`` / ``original_affine`` (RAS, mm),
@@ -284,17 +287,16 @@ class SimpleITKReader(ImageReader):
 
     Args:
         series: the DICOM series instance UID to read from a folder with several series.
-        suffixes: file endings :meth:`verify_suffix` accepts (folders are always accepted).
     """
 
-    def __init__(self, series: str | None = None, suffixes: Sequence[str] = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)):
+    def __init__(self, series: str | None = None):
         super().__init__()
         self.series = series
-        self.suffixes = tuple(s.lower() for s in suffixes)
 
     def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
-        """Whether every name is a folder or ends in one of ``suffixes``."""
-        return all(Path(f).is_dir() or str(f).lower().endswith(self.suffixes) for f in ensure_tuple(filename))
+        """Whether every name is a folder or a NIfTI, NRRD or MetaImage file."""
+        suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+        return all(Path(f).is_dir() or str(f).lower().endswith(suffixes) for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> sitk.Image | list[sitk.Image]:
         """The SimpleITK image(s) of a file, a DICOM folder or a list of them.
@@ -319,9 +321,10 @@ class SimpleITKReader(ImageReader):
                 array = np.moveaxis(array, -1, 0)
             arrays.append(np.ascontiguousarray(array.T))  # (X, Y, Z) or (X, Y, Z, C)
         first = images[0]
+        affine = _affine(first)
         meta: dict[str, Any] = {
-            "affine": _affine(first),
-            "original_affine": _affine(first),
+            "affine": affine,
+            "original_affine": affine.copy(),
             "spatial_shape": np.asarray(first.GetSize()[:3]),
             "spacing": np.asarray(first.GetSpacing()[:3]),
             "space": "RAS",

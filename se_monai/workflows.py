@@ -26,6 +26,7 @@ __all__ = [
     "resolve_bundle_dir",
     "find_bundle_root",
     "bundle_settings",
+    "bundle_class_names",
     "run_bundle",
     "load_bundle_network",
 ]
@@ -87,12 +88,26 @@ def bundle_settings(bundle_dir: str | os.PathLike | None = None) -> dict[str, in
     Raises:
         InputError, FileNotFoundError: not a bundle (see :func:`resolve_bundle_dir`).
     """
-    parser = ConfigParser()
-    parser.read_config(str(resolve_bundle_dir(bundle_dir) / "configs" / "inference.json"))
+    parser = _inference_config(bundle_dir)
     return {
         "in_channels": int(parser.get_parsed_content("network_def#in_channels")),
         "num_classes": int(parser.get_parsed_content("network_def#out_channels")),
     }
+
+
+def bundle_class_names(bundle_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{class index (a string): name}`` of a bundle, its ``configs/inference.json`` "class_names".
+
+    Raises:
+        InputError, FileNotFoundError: not a bundle (see :func:`resolve_bundle_dir`).
+    """
+    return {str(k): str(v) for k, v in dict(_inference_config(bundle_dir).get("class_names")).items()}
+
+
+def _inference_config(bundle_dir: str | os.PathLike | None) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(resolve_bundle_dir(bundle_dir) / "configs" / "inference.json"))
+    return parser
 
 
 def run_bundle(
