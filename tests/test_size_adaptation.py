@@ -52,6 +52,8 @@ def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_
     config = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())
     assert config["min_relative_size"] == 0.6 and config["reference_object_ml"] == pytest.approx(1886.5)
     source = nib.load(str(icbm152_paths()["t1"]))
+    template_ml = np.count_nonzero(np.asarray(source.dataobj)) * abs(np.linalg.det(source.affine[:3, :3])) / 1000
+    assert template_ml == pytest.approx(config["reference_object_ml"], abs=0.05)  # the template's brain mask
     small = tmp_path / "small_t1.nii.gz"  # the same voxels, 0.45 mm apart: a brain 0.45 times the template's
     affine = source.affine.copy()
     affine[:3, :3] *= 0.45
