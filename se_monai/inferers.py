@@ -1,6 +1,7 @@
 """Inference-time pieces of the bundle's inference.json: mirroring test-time augmentation around MONAI's
 sliding-window inferer and probability maps that sum to one everywhere on the input's grid (issue 15), and a
-resampling that enlarges objects smaller than the training data's sizes (issue 13, item 2).
+resampling that enlarges objects smaller than the training data's sizes (issue 13, item 2) and low-pass filters
+images it makes coarser.
 
 Tensors here are MONAI's channel-first images ``(B, C, D, H, W)`` (``C`` classes for network outputs).
 """
@@ -12,13 +13,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.ndimage as ndi
 import torch
 from monai.inferers import Inferer
+from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import Spacingd
 
 from se_monai.data import acquired_voxels
 
-__all__ = ["FlipInferer", "complete_background", "SizeAdaptiveSpacingd"]
+__all__ = ["FlipInferer", "complete_background", "SizeAdaptiveSpacingd", "anti_aliased"]
 
 
 class FlipInferer(Inferer):
@@ -89,10 +92,18 @@ class SizeAdaptiveSpacingd(Spacingd):
     covers is finite (Wimmer et al., arXiv 2304.05864, Sec. 3: the scales of its group); this moves an object from
     below it to its centre. Other objects are resampled to ``pixdim`` unchanged.
 
+    With ``anti_aliasing``, an image made coarser along an axis by a factor ``f > 1`` (target over input voxel
+    size) is first smoothed along it by a Gaussian of ``sigma = (f - 1) / 2`` input voxels (:func:`anti_aliased`;
+    the rule of MONAI's ``Resize(anti_aliasing=True)`` and scikit-image's ``resize``). Without it a 0.5 mm scan
+    resampled to 1 mm (whose grid starts at the input's first voxel) keeps every eighth voxel with all of its
+    noise, and edges alias. Keys interpolated with ``mode="nearest"`` (labels) are never smoothed. Nothing is
+    recorded for ``Invertd`` (a prediction is resampled back only).
+
     Args:
         keys, pixdim, kwargs: as ``Spacingd`` (``pixdim`` in mm).
         reference_ml: the training objects' volume (mL), e.g. the ICBM152 template's brain mask, 1886.5 mL.
         min_size: linear size (relative to the reference) below which objects are enlarged; 0 turns it off.
+        anti_aliasing: low-pass filter images before making them coarser.
 
     Raises:
         ValueError: ``reference_ml`` not positive.
@@ -104,6 +115,7 @@ class SizeAdaptiveSpacingd(Spacingd):
         pixdim: Sequence[float],
         reference_ml: float = 1.0,
         min_size: float = 0.0,
+        anti_aliasing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(keys, pixdim, **kwargs)
@@ -111,6 +123,7 @@ class SizeAdaptiveSpacingd(Spacingd):
             raise ValueError(f"SizeAdaptiveSpacingd: reference_ml must be positive, got {reference_ml}")
         self.base = np.asarray(pixdim, dtype=np.float64)
         self.reference_ml, self.min_size = float(reference_ml), float(min_size)
+        self.anti_aliasing = bool(anti_aliasing)
 
     def relative_size(self, image: Any) -> float | None:
         """``s`` of the ``(C, X, Y, Z)`` MetaTensor ``image``: the linear size of its non-zero region against the
@@ -131,4 +144,38 @@ class SizeAdaptiveSpacingd(Spacingd):
         size = self.relative_size(data[self.keys[0]])
         factor = size if size is not None and size < self.min_size else 1.0
         self.spacing_transform.pixdim = self.base * factor
+        if self.anti_aliasing:
+            data = dict(data)
+            for key, mode in zip(self.keys, self.mode, strict=True):
+                if key in data and mode != "nearest":
+                    data[key] = anti_aliased(data[key], self.base * factor)
         return super().__call__(data, lazy)
+
+
+def anti_aliased(image: Any, pixdim: Sequence[float]) -> Any:
+    """The ``(C, X, Y, Z)`` MetaTensor ``image`` low-pass filtered for resampling to ``pixdim`` (mm): a Gaussian of
+    ``sigma = max(0, (pixdim / spacing - 1) / 2)`` input voxels per axis, discretised as MONAI's ``GaussianSmooth``
+    does it (the Gaussian integrated over each voxel, ``gaussian_1d(approx="erf")``, truncated at 4 sigma) and
+    applied with scipy's ``correlate1d`` (20x faster here on CPU), zeros beyond the field of view; a normalised
+    convolution inside the non-zero voxels (zeros stay zero). ``image`` itself when no axis gets coarser (by more
+    than 0.1 %)."""
+    spacing = np.asarray(image.pixdim, dtype=np.float64)[:3]
+    sigma = np.maximum(0.0, (np.asarray(pixdim, dtype=np.float64) / spacing - 1.0) / 2.0)
+    if not bool((sigma > 5e-4).any()):
+        return image
+    values = image.detach().cpu().numpy().astype(np.float32)
+    inside = (values != 0).any(axis=0, keepdims=True).astype(np.float32)  # as data.acquired_voxels
+
+    def smooth(array: np.ndarray) -> np.ndarray:
+        for axis, width in enumerate(sigma, start=1):
+            if width > 5e-4:
+                kernel = gaussian_1d(torch.tensor(width), truncated=4.0, approx="erf", normalize=True).numpy()
+                array = ndi.correlate1d(array, kernel, axis=axis, mode="constant")
+        return array
+
+    out = smooth(values * inside)
+    out /= np.maximum(smooth(inside), 1e-6)
+    out *= inside  # the zeros outside stay exactly zero
+    result = image.clone()
+    result.set_array(torch.as_tensor(out, dtype=image.dtype, device=image.device))
+    return result

@@ -1,19 +1,21 @@
 """Objects smaller than the training data are enlarged before inference (se_monai.inferers.SizeAdaptiveSpacingd,
 issue 13): the rule on synthetic volumes, and the real ICBM152 T1 relabelled as a 0.45x brain segmented as the
-1 mm brain is."""
+1 mm brain is; images made coarser are low-pass filtered first (anti_aliased), against scipy's convolution."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import nibabel as nib
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 import torch
 from monai.data import MetaTensor
 
 from se_monai.data import icbm152_paths
-from se_monai.inferers import SizeAdaptiveSpacingd
+from se_monai.inferers import SizeAdaptiveSpacingd, anti_aliased
 from se_monai.segmentation import segment_image
 from se_monai.workflows import SHIPPED_BUNDLE
 
@@ -46,6 +48,36 @@ def test_a_small_object_is_resampled_finer_and_inverted_onto_its_grid():
     assert back.shape == ball.shape and torch.allclose(back.affine, ball.affine)
     unchanged = SizeAdaptiveSpacingd("image", (1.0, 1.0, 1.0), reference_ml=0.5, min_size=0.6)({"image": ball})
     np.testing.assert_allclose(unchanged["image"].pixdim.numpy(), [1.0] * 3)  # 1.04 x the reference: as Spacingd
+
+
+def test_anti_aliasing_is_a_gaussian_of_the_resampling_factor_inside_the_mask():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 24, 24, 24, generator=generator)
+    image = MetaTensor(noise.clone(), affine=torch.diag(torch.tensor([0.5, 0.25, 1.0, 1.0])))
+    out = anti_aliased(image, (1.0, 1.0, 1.0))  # factors 2, 4, 1: sigma 0.5, 1.5 and 0 voxels
+    expected = noise[0].numpy()
+    for axis, sigma in ((0, 0.5), (1, 1.5)):
+        edges = np.arange(-int(4 * sigma + 0.5), int(4 * sigma + 0.5) + 2) - 0.5  # voxels within 4 sigma
+        kernel = np.diff([math.erf(edge / (sigma * math.sqrt(2.0))) for edge in edges])  # the Gaussian per voxel
+        expected = ndi.convolve1d(expected, kernel / kernel.sum(), axis=axis)  # normalised: weights sum to 1
+    inner = (slice(4, -4), slice(8, -8), slice(None))  # away from the faces, where the padding differs
+    np.testing.assert_allclose(out[0][inner].numpy(), expected[inner], atol=1e-5)
+    assert torch.equal(out.affine, image.affine) and torch.equal(image.as_tensor(), noise)  # input untouched
+    assert anti_aliased(image, (0.5, 0.25, 1.0)) is image  # not coarser along any axis: nothing to do
+
+
+def test_anti_aliasing_keeps_zeros_and_constants_and_leaves_labels_alone():
+    ball = _ball(32, 10, 0.5)
+    out = anti_aliased(ball * 7.0, (1.0, 1.0, 1.0))
+    assert torch.all(out[ball == 0] == 0)  # the background of a skull-stripped brain stays exactly 0
+    torch.testing.assert_close(out[ball > 0], torch.full_like(out[ball > 0], 7.0))  # its boundary is not darkened
+    keys, modes = ["image", "label"], ["bilinear", "nearest"]
+    noisy = ball * (1.0 + 0.5 * torch.rand(ball.shape, generator=torch.Generator().manual_seed(1)))
+    smoothed = SizeAdaptiveSpacingd(keys, (1.0,) * 3, mode=modes, anti_aliasing=True)({"image": noisy, "label": ball})
+    plain = SizeAdaptiveSpacingd(keys, (1.0,) * 3, mode=modes)({"image": noisy, "label": ball})
+    assert torch.equal(smoothed["label"], plain["label"])  # labels are resampled, never smoothed
+    inside = plain["label"] > 0
+    assert float(smoothed["image"][inside].std()) < 0.7 * float(plain["image"][inside].std())  # noise averaged
 
 
 def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_path):
