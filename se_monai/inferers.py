@@ -161,16 +161,19 @@ def anti_aliased(image: Any, pixdim: Sequence[float]) -> Any:
     than 0.1 %)."""
     spacing = np.asarray(image.pixdim, dtype=np.float64)[:3]
     sigma = np.maximum(0.0, (np.asarray(pixdim, dtype=np.float64) / spacing - 1.0) / 2.0)
-    if not bool((sigma > 5e-4).any()):
+    kernels = {
+        axis: gaussian_1d(torch.tensor(width), truncated=4.0, approx="erf", normalize=True).numpy()
+        for axis, width in enumerate(sigma, start=1)
+        if width > 5e-4
+    }
+    if not kernels:
         return image
     values = image.detach().cpu().numpy().astype(np.float32)
-    inside = (values != 0).any(axis=0, keepdims=True).astype(np.float32)  # as data.acquired_voxels
+    inside = acquired_voxels(image).cpu().numpy().astype(np.float32)
 
     def smooth(array: np.ndarray) -> np.ndarray:
-        for axis, width in enumerate(sigma, start=1):
-            if width > 5e-4:
-                kernel = gaussian_1d(torch.tensor(width), truncated=4.0, approx="erf", normalize=True).numpy()
-                array = ndi.correlate1d(array, kernel, axis=axis, mode="constant")
+        for axis, kernel in kernels.items():
+            array = ndi.correlate1d(array, kernel, axis=axis, mode="constant")
         return array
 
     out = smooth(values * inside)
