@@ -90,8 +90,11 @@ class SESConv_Z3_H(SteerableConv):
         return kernel.transpose(0, 1) if self.transposed else kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv(self._grouped_input(x))
+
+    def _grouped_input(self, x: torch.Tensor) -> torch.Tensor:
         check_dim(x, 5, "SESConv_Z3_H")
-        return self._conv(x)
+        return x
 
 
 class SESConv_H_H(SteerableConv):
@@ -169,6 +172,9 @@ class SESConv_H_H(SteerableConv):
         return kernel.reshape(-1, kernel.shape[2], k, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv(self._grouped_input(x))
+
+    def _grouped_input(self, x: torch.Tensor) -> torch.Tensor:
         check_dim(x, 6, "SESConv_H_H")
         if x.shape[2] != self.num_scales:
             raise ValueError(
@@ -181,7 +187,7 @@ class SESConv_H_H(SteerableConv):
             last = x[:, :, -1:].expand(-1, -1, self.scale_size - 1, -1, -1, -1)
             windows = torch.cat([x, last], dim=2).unfold(2, self.scale_size, 1)  # scale i + j at [..., j]
             x = windows.permute(0, 3, 4, 5, 2, 1, 6).reshape(b, d, h, w, s * c * self.scale_size)
-        return self._conv(x.permute(0, 4, 1, 2, 3))
+        return x.permute(0, 4, 1, 2, 3)
 
 
 class SESConv_H_H_1x1(nn.Conv3d):

@@ -16,6 +16,12 @@ from se_monai.ops import channels_last, space_to_depth
 __all__ = ["SteerableConv"]
 
 
+def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))
+
+
 class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
     """Abstract base of :class:`~se_monai.layers.SESConv_Z3_H` and :class:`~se_monai.layers.SESConv_H_H`.
 
@@ -65,8 +71,11 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         self.register_buffer("basis", basis)
         self.num_funcs = int(basis.shape[0])
         self.weight = nn.Parameter(torch.empty(*weight_shape, self.num_funcs))
-        # inference cache of the prepared kernel: (key of weight and basis versions, kernel); see _kernel
-        self._kernel_cache: tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor] | None
+        # inference cache of the prepared kernel: (key of weight and basis versions, kernel, output scale folded into
+        # it or None); see _kernel
+        self._kernel_cache: (
+            tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor, torch.Tensor | None] | None
+        )
         self._kernel_cache = None
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -84,17 +93,18 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
     def expanded_kernel(self) -> torch.Tensor:
         """Kernels of all scales as one (grouped) Conv3d weight, output channels of scale i in block i."""
 
-    def _kernel(self, blocked: bool) -> torch.Tensor:
-        """The expanded kernel, channels-last (``blocked``: in space-to-depth form); in inference (no autograd)
-        cached until the weights change.
+    def _kernel(self, blocked: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The expanded kernel, channels-last (``blocked``: in space-to-depth form), its output channels multiplied by
+        ``scale`` ``(C',)`` when given; in inference (no autograd) cached until the weights or ``scale`` change.
 
-        The cache is keyed on the version counters and storage of ``weight`` and ``basis``, so an optimiser step,
-        ``load_state_dict`` or ``.to()`` invalidates it. TorchScript, tracing and export recompute it on every call.
+        The cache is keyed on the version counters and storage of ``weight`` and ``basis`` and on the values of
+        ``scale``, so an optimiser step, ``load_state_dict``, ``.to()`` or new batch-norm statistics invalidate it.
+        TorchScript, tracing and export recompute it on every call.
         """
         if torch.jit.is_scripting():
             return self.expanded_kernel().contiguous(memory_format=torch.channels_last_3d)
         if torch.is_grad_enabled() or tracing():
-            return self._prepared_kernel(blocked)
+            return self._prepared_kernel(blocked, scale)
         key = (
             self.weight._version,
             self.weight.data_ptr(),
@@ -104,15 +114,37 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             self.weight.device,
             blocked,
         )
-        if self._kernel_cache is None or self._kernel_cache[0] != key:
-            self._kernel_cache = (key, self._prepared_kernel(blocked))
+        cache = self._kernel_cache
+        if cache is None or cache[0] != key or not _same_values(cache[2], scale):
+            kept = None if scale is None else scale.detach().clone()
+            self._kernel_cache = (key, self._prepared_kernel(blocked, scale), kept)
         return self._kernel_cache[1]
 
-    def _prepared_kernel(self, blocked: bool) -> torch.Tensor:
+    def _prepared_kernel(self, blocked: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
         kernel = self.expanded_kernel()
+        if scale is not None:
+            kernel = self._output_scaled(kernel, scale)
         if blocked:
             kernel = space_to_depth.blocked_kernel(kernel, self.groups)
         return kernel.contiguous(memory_format=torch.channels_last_3d)
+
+    def _output_scaled(self, kernel: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """:meth:`expanded_kernel` with output channel c' of every scale multiplied by ``scale[c']``."""
+        if self.transposed:  # (inputs, outputs per group, k, k, k): S * C' outputs for lifting, C' otherwise
+            return kernel * scale.repeat(kernel.shape[1] // self.out_channels).view(1, -1, 1, 1, 1)
+        return kernel * scale.repeat(self.num_scales).view(-1, 1, 1, 1, 1)
+
+    @abc.abstractmethod
+    def _grouped_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's input checked and arranged as the ``(B, G * C_in, D, H, W)`` input of :meth:`_conv`."""
+
+    @torch.jit.unused
+    def forward_affine(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``forward(x) * scale + shift`` per output channel (``(C',)`` each, shared across scales), with the affine
+        map folded into the kernel and bias (and cached with the kernel in inference): how
+        :class:`~se_monai.networks.SEConvolution` evaluates a convolution followed by batch norm with running
+        statistics in one pass. Same shapes and errors as ``forward``."""
+        return self._conv(self._grouped_input(x), (scale, shift))
 
     def _blocked(self, x: torch.Tensor) -> bool:
         """Whether this call runs in space-to-depth form (:mod:`se_monai.ops.space_to_depth`)."""
@@ -122,42 +154,48 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         per_group_out = self.num_scales * self.out_channels // self.groups
         return space_to_depth.worth_blocking(x, k, x.shape[1] // self.groups, per_group_out)
 
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
 
         ``x`` is ``(B, G * C_in, D, H, W)`` with scale-major channel blocks, convolved with :meth:`expanded_kernel`
         (``(S * C', G', k, k, k)``, the output channels of scale i in block i; G = 1 group for the lifting
         convolution, S for group convolutions). Input and kernel go channels-last, which oneDNN convolves fastest on
         CPU, and stride-1 convolutions with few channels per group run in space-to-depth form (measurements:
-        docs/performance.md). The result is a view whose memory order is ``(B, D', H', W', S, C')``; the next layer
-        takes it without a copy.
+        docs/performance.md). ``affine`` = (scale, shift), each ``(C',)``, multiplies the output channels and adds
+        to them through the kernel and the bias. The result is a view whose memory order is ``(B, D', H', W', S,
+        C')``; the next layer takes it without a copy.
         """
-        bias = self.bias.repeat(self.num_scales) if self.bias is not None else None  # shared across scales
+        bias = self.bias
+        scale: torch.Tensor | None = None
+        if affine is not None:
+            scale, shift = affine
+            bias = shift if bias is None else bias * scale + shift
         if torch.jit.is_scripting():
             return self._direct_conv(x, self._kernel(False), bias)
         if self._blocked(x):
-            return self._to_group(space_to_depth.blocked_conv3d(x, self._kernel(True), bias, self.groups))
-        return self._direct_conv(x, self._kernel(False), bias)
+            stacked = bias.repeat(self.num_scales) if bias is not None else None  # shared across scales
+            return self._to_group(space_to_depth.blocked_conv3d(x, self._kernel(True, scale), stacked, self.groups))
+        return self._direct_conv(x, self._kernel(False, scale), bias)
 
     def _direct_conv(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last_3d)
         if self.transposed:
             # the bias of a transposed convolution is added after it, outside oneDNN (docs/performance.md)
             y = F.conv_transpose3d(x, kernel, None, self.stride, self.padding, self.output_padding, self.groups)
-        else:
-            y = F.conv3d(x, kernel, bias, self.stride, self.padding, 1, self.groups)
-        return self._to_group(y)
+            return self._to_group(y, bias)
+        stacked = bias.repeat(self.num_scales) if bias is not None else None  # shared across scales
+        return self._to_group(F.conv3d(x, kernel, stacked, self.stride, self.padding, 1, self.groups))
 
-    def _to_group(self, y: torch.Tensor) -> torch.Tensor:
-        """Channels-last convolution output ``(B, S * C', D, H, W)`` as ``(B, C', S, D, H, W)`` (a view), plus the
-        bias of a transposed convolution."""
+    def _to_group(self, y: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Channels-last convolution output ``(B, S * C', D, H, W)`` as ``(B, C', S, D, H, W)`` (a view), plus
+        ``bias`` ``(C',)`` when given (a transposed convolution's)."""
         b, _, d, h, w = y.shape
         rows = y.permute(0, 2, 3, 4, 1).reshape(-1, self.out_channels)  # (B D H W S, C'), a view when channels-last
-        if self.transposed and self.bias is not None:
+        if bias is not None:
             if torch.jit.is_scripting():
-                rows = rows + self.bias
+                rows = rows + bias
             else:
-                rows = channels_last.add_bias(rows, self.bias)
+                rows = channels_last.add_bias(rows, bias)
         return rows.view(b, d, h, w, self.num_scales, self.out_channels).permute(0, 5, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:

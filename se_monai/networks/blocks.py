@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.networks.layers.convutils import same_padding, stride_minus_kernel_padding
 
 from se_monai.bases import BasisSpec
-from se_monai.layers import SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H
+from se_monai.layers import SEBatchNorm, SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H
+from se_monai.layers.common import tracing
 from se_monai.networks.factories import activation, se_norm
 
 __all__ = ["SEConvolution", "SEResidualUnit"]
@@ -75,6 +77,45 @@ class SEConvolution(nn.Sequential):
             self.add_module("dropout", SEDropout(float(dropout)))
         if act:
             self.add_module("act", activation(act))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return self._eager_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._folds_norm():
+            return self._folded_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    def _folds_norm(self) -> bool:
+        """Inference (eval mode, no autograd, not traced) with batch norm on running statistics after the conv."""
+        norm = self._modules.get("norm")
+        return (
+            isinstance(norm, SEBatchNorm)
+            and not norm.training
+            and norm.running_mean is not None
+            and norm.running_var is not None
+            and not torch.is_grad_enabled()
+            and not tracing()
+        )
+
+    def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch norm's running statistics folded into the convolution's kernel and bias (cached with the kernel,
+        :meth:`se_monai.layers.steerable.SteerableConv.forward_affine`), then dropout (the identity in eval mode) and
+        the activation, SiLU in place: equal to the layers one by one to float rounding, one pass over the output
+        fewer (docs/performance.md)."""
+        y = self.conv.forward_affine(x, *self.norm._inference_affine())
+        for name, module in self._modules.items():
+            if name in ("conv", "norm"):
+                continue
+            y = F.silu(y, inplace=True) if type(module) is nn.SiLU else module(y)
+        return y
 
 
 class SEResidualUnit(nn.Module):
