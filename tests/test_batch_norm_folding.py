@@ -115,3 +115,37 @@ def test_seunet_inference_equals_layer_by_layer():
     with torch.enable_grad():
         expected = net(x)
     torch.testing.assert_close(folded, expected.detach(), rtol=1e-4, atol=1e-4)
+
+
+def _trained_like(net: SEUNet) -> SEUNet:
+    for block in net.modules():
+        if isinstance(block, SEConvolution) and hasattr(block, "norm"):
+            _randomised(block)
+    return net.eval()
+
+
+@pytest.mark.parametrize(
+    "kwargs,blocked",
+    [
+        ({"basis_type": "disco"}, True),  # the shipped configuration
+        ({"basis_type": "multi", "projection": "max"}, True),
+        ({"basis_type": "disco", "act": "relu", "channels": (3, 6, 12)}, True),
+        ({"basis_type": "disco", "scale_size": 2}, False),  # layers one by one
+        ({"basis_type": "disco", "num_res_units": 0}, False),
+    ],
+)
+def test_output_block_in_blocked_layout_equals_reference(kwargs, blocked):
+    """SEUNet in inference (batch norm folded, the output block in blocked layout) against the reference formulation
+    of every SE layer, with trained-like batch-norm statistics."""
+    from se_monai.reference import reference_model
+
+    torch.manual_seed(0)
+    net = _trained_like(SEUNet(in_channels=2, out_channels=3, **kwargs))
+    ref_net = reference_model(net).eval()
+    x = torch.randn(2, 2, 16, 24, 16)
+    with torch.no_grad():
+        assert net.model[2]._runs_blocked(torch.randn(1, 1, 1, 1, 1, 1)) is blocked
+        # the oracle computes every layer its own way: no folded or blocked path in it
+        assert not ref_net.model[2]._runs_blocked(torch.randn(1, 1, 1, 1, 1, 1))
+        assert not any(m._folds_norm() for m in ref_net.modules() if isinstance(m, SEConvolution))
+        torch.testing.assert_close(net(x), ref_net(x), rtol=1e-4, atol=1e-4)

@@ -229,8 +229,8 @@ def test_inference_kernel_cache_follows_weight_changes():
         return ref.group_conv(x.to(layer.weight.dtype), layer.weight, layer.basis, layer.bias, 1, 1)
 
     torch.testing.assert_close(layer(x), expected(), **TOL)
-    first = layer._kernel(False)
-    assert layer._kernel(False) is first  # cached while the weights are unchanged
+    first = layer._kernel()
+    assert layer._kernel() is first  # cached while the weights are unchanged
     layer.weight.mul_(-2.0)  # what an optimiser step does: an in-place update
     torch.testing.assert_close(layer(x), expected(), **TOL)
     layer.load_state_dict({k: torch.randn_like(v) if k == "weight" else v for k, v in layer.state_dict().items()})

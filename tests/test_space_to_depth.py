@@ -109,3 +109,15 @@ def test_odd_sizes_and_strides_take_the_direct_path(blocked_calls):
         torch.randn(1, 3, 2, 8, 8, 8)
     )
     assert blocked_calls == []
+
+
+@pytest.mark.parametrize("kernel_size,groups,in_per_group,out_per_group", [(5, 4, 8, 3), (3, 1, 2, 4), (7, 2, 3, 2)])
+def test_sub_pixel_kernel_equals_transposed_conv3d(kernel_size, groups, in_per_group, out_per_group):
+    """The sub-pixel form's output is the blocked layout of the stride-2 transposed convolution."""
+    x = torch.randn(2, groups * in_per_group, 4, 5, 3, dtype=torch.double)
+    kernel = torch.randn(groups * in_per_group, out_per_group, *(kernel_size,) * 3, dtype=torch.double)
+    expected = F.conv_transpose3d(x, kernel, None, 2, (kernel_size - 1) // 2, 1, groups)
+    assert expected.shape[2:] == (8, 10, 6)
+    sub_pixel = space_to_depth.sub_pixel_kernel(kernel, groups)
+    y = F.conv3d(x, sub_pixel, None, 1, sub_pixel.shape[-1] // 2, 1, groups)
+    torch.testing.assert_close(y, space_to_depth.to_blocks(expected))

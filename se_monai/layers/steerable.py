@@ -74,7 +74,7 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         # inference cache of the prepared kernel: (key of weight and basis versions, kernel, output scale folded into
         # it or None); see _kernel
         self._kernel_cache: (
-            tuple[tuple[int, int, int, int, torch.dtype, torch.device, bool], torch.Tensor, torch.Tensor | None] | None
+            tuple[tuple[int, int, int, int, torch.dtype, torch.device, str], torch.Tensor, torch.Tensor | None] | None
         )
         self._kernel_cache = None
         if bias:
@@ -93,9 +93,11 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
     def expanded_kernel(self) -> torch.Tensor:
         """Kernels of all scales as one (grouped) Conv3d weight, output channels of scale i in block i."""
 
-    def _kernel(self, blocked: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The expanded kernel, channels-last (``blocked``: in space-to-depth form), its output channels multiplied by
-        ``scale`` ``(C',)`` when given; in inference (no autograd) cached until the weights or ``scale`` change.
+    def _kernel(self, form: str = "direct", scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The expanded kernel, channels-last, in ``form`` "direct", "blocked" (space-to-depth form of a stride-1
+        convolution) or "sub_pixel" (of a stride-2 transposed one; :mod:`se_monai.ops.space_to_depth`), its output
+        channels multiplied by ``scale`` ``(C',)`` when given; in inference (no autograd) cached until the weights or
+        ``scale`` change.
 
         The cache is keyed on the version counters and storage of ``weight`` and ``basis`` and on the values of
         ``scale``, so an optimiser step, ``load_state_dict``, ``.to()`` or new batch-norm statistics invalidate it.
@@ -104,7 +106,7 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         if torch.jit.is_scripting():
             return self.expanded_kernel().contiguous(memory_format=torch.channels_last_3d)
         if torch.is_grad_enabled() or tracing():
-            return self._prepared_kernel(blocked, scale)
+            return self._prepared_kernel(form, scale)
         key = (
             self.weight._version,
             self.weight.data_ptr(),
@@ -112,20 +114,22 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             self.basis.data_ptr(),
             self.weight.dtype,
             self.weight.device,
-            blocked,
+            form,
         )
         cache = self._kernel_cache
         if cache is None or cache[0] != key or not _same_values(cache[2], scale):
             kept = None if scale is None else scale.detach().clone()
-            self._kernel_cache = (key, self._prepared_kernel(blocked, scale), kept)
+            self._kernel_cache = (key, self._prepared_kernel(form, scale), kept)
         return self._kernel_cache[1]
 
-    def _prepared_kernel(self, blocked: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
+    def _prepared_kernel(self, form: str, scale: torch.Tensor | None = None) -> torch.Tensor:
         kernel = self.expanded_kernel()
         if scale is not None:
             kernel = self._output_scaled(kernel, scale)
-        if blocked:
+        if form == "blocked":
             kernel = space_to_depth.blocked_kernel(kernel, self.groups)
+        elif form == "sub_pixel":
+            kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
         return kernel.contiguous(memory_format=torch.channels_last_3d)
 
     def _output_scaled(self, kernel: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -145,6 +149,39 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         :class:`~se_monai.networks.SEConvolution` evaluates a convolution followed by batch norm with running
         statistics in one pass. Same shapes and errors as ``forward``."""
         return self._conv(self._grouped_input(x), (scale, shift))
+
+    @torch.jit.unused
+    def blocked_parameters(
+        self, affine: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Kernel and bias of this layer for feature maps kept in blocked layout (:func:`se_monai.ops.space_to_depth.
+        to_blocks` of the ``(B, S * C, D, H, W)`` input of the convolution), for a caller that chains layers
+        without rearranging between them (:class:`~se_monai.networks.blocks.SEOutputBlock`): a stride-1 "same"
+        convolution in blocked form (``blocked_kernel``), a stride-2 transposed one in sub-pixel form
+        (``sub_pixel_kernel``: blocked output at the input's resolution). ``affine`` as in :meth:`forward_affine`.
+        Cached as :meth:`_kernel` is.
+
+        Raises:
+            ValueError: any other geometry (see :meth:`blocks_without_copies`).
+        """
+        if not self.blocks_without_copies():
+            raise ValueError(f"{type(self).__name__} {self.extra_repr()} has no blocked form")
+        scale = None if affine is None else affine[0]
+        bias = self.bias
+        if affine is not None:
+            bias = affine[1] if bias is None else bias * affine[0] + affine[1]
+        stacked = None if bias is None else bias.repeat(self.num_scales).repeat_interleave(8)
+        return self._kernel("sub_pixel" if self.transposed else "blocked", scale), stacked
+
+    def blocks_without_copies(self) -> bool:
+        """Whether :meth:`blocked_parameters` applies: odd kernel, padding (k - 1) / 2, and stride 1 or, transposed,
+        stride 2 with output padding 1."""
+        k = self.kernel_size
+        if k % 2 == 0 or self.padding != ((k - 1) // 2,) * 3:
+            return False
+        if self.transposed:
+            return self.stride == (2, 2, 2) and self.output_padding == (1, 1, 1)
+        return self.stride == (1, 1, 1)
 
     def _blocked(self, x: torch.Tensor) -> bool:
         """Whether this call runs in space-to-depth form (:mod:`se_monai.ops.space_to_depth`)."""
@@ -171,11 +208,13 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             scale, shift = affine
             bias = shift if bias is None else bias * scale + shift
         if torch.jit.is_scripting():
-            return self._direct_conv(x, self._kernel(False), bias)
+            return self._direct_conv(x, self._kernel(), bias)
         if self._blocked(x):
             stacked = bias.repeat(self.num_scales) if bias is not None else None  # shared across scales
-            return self._to_group(space_to_depth.blocked_conv3d(x, self._kernel(True, scale), stacked, self.groups))
-        return self._direct_conv(x, self._kernel(False, scale), bias)
+            return self._to_group(
+                space_to_depth.blocked_conv3d(x, self._kernel("blocked", scale), stacked, self.groups)
+            )
+        return self._direct_conv(x, self._kernel("direct", scale), bias)
 
     def _direct_conv(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last_3d)

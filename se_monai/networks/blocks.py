@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from monai.networks.layers.convutils import same_padding, stride_minus_kernel_padding
 
 from se_monai.bases import BasisSpec
-from se_monai.layers import SEBatchNorm, SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H
+from se_monai.layers import SEBatchNorm, SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H, SESProjection_H_Z3
 from se_monai.layers.common import tracing
 from se_monai.networks.factories import activation, se_norm
+from se_monai.ops import space_to_depth
 
-__all__ = ["SEConvolution", "SEResidualUnit"]
+__all__ = ["SEConvolution", "SEResidualUnit", "SEOutputBlock"]
 
 
 class SEConvolution(nn.Sequential):
@@ -96,8 +97,10 @@ class SEConvolution(nn.Sequential):
     def _folds_norm(self) -> bool:
         """Inference (eval mode, no autograd, not traced) with batch norm on running statistics after the conv."""
         norm = self._modules.get("norm")
+        # exact types: a subclass (e.g. se_monai.reference's) computes its own way and is never bypassed
         return (
-            isinstance(norm, SEBatchNorm)
+            type(norm) is SEBatchNorm
+            and type(self.conv) in (SESConv_Z3_H, SESConv_H_H)
             and not norm.training
             and norm.running_mean is not None
             and norm.running_var is not None
@@ -183,3 +186,83 @@ class SEResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + self.residual(x)
+
+
+#: Activations applied voxel by voxel and channel by channel alike, which may run on a blocked feature map.
+_POINTWISE = (nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity, SEDropout)
+
+
+class SEOutputBlock(nn.Sequential):
+    """SEUNet's output block, ``(B, C, S, D, H, W) -> (B, C', 2D, 2H, 2W)``: the top up layer (a transposed
+    :class:`SEConvolution`, then a one-subunit, conv-only :class:`SEResidualUnit` with an identity residual) and
+    the :class:`~se_monai.layers.SESProjection_H_Z3` over scales; children and state-dict keys as the plain
+    ``nn.Sequential(up_layer, projection)`` of MONAI's UNet topology.
+
+    In inference on CPU the block keeps its full-resolution feature maps in blocked layout
+    (:mod:`se_monai.ops.space_to_depth`) from the transposed convolution, computed in sub-pixel form with its batch
+    norm folded in, through the activation, the residual unit's blocked convolution, the residual sum and the
+    projection, and rearranges only the C'-channel result: the same numbers to float rounding, without the
+    rearrangements of the 8 x S times larger maps in between (docs/performance.md). Elsewhere, and for blocks of
+    another shape, the layers run one by one.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return self._eager_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._runs_blocked(x):
+            return self._blocked_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    def _runs_blocked(self, x: torch.Tensor) -> bool:
+        if x.device.type != "cpu" or torch.is_grad_enabled() or tracing() or self.training or len(self) != 2:
+            return False
+        layer, projection = self[0], self[1]
+        if not isinstance(layer, nn.Sequential) or len(layer) != 2 or type(projection) is not SESProjection_H_Z3:
+            return False
+        up, unit = layer[0], layer[1]
+        if not (
+            type(up) is SEConvolution
+            and type(up.conv) is SESConv_H_H
+            and up.conv.transposed
+            and up.conv.blocks_without_copies()
+        ):
+            return False
+        if "norm" in up._modules and not up._folds_norm():
+            return False
+        if not all(type(m) in _POINTWISE for n, m in up._modules.items() if n not in ("conv", "norm")):
+            return False
+        if not (type(unit) is SEResidualUnit and type(unit.residual) is nn.Identity and len(unit.conv) == 1):
+            return False
+        inner = unit.conv[0]
+        return (
+            len(inner) == 1
+            and type(inner) is SEConvolution
+            and type(inner.conv) is SESConv_H_H
+            and inner.conv.scale_size == 1
+            and inner.conv.blocks_without_copies()
+        )
+
+    def _blocked_forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, unit = self[0][0], self[0][1]
+        conv = unit.conv[0].conv
+        affine = up.norm._inference_affine() if "norm" in up._modules else None
+        kernel, bias = up.conv.blocked_parameters(affine)
+        grouped = up.conv._grouped_input(x).contiguous(memory_format=torch.channels_last_3d)
+        h = F.conv3d(grouped, kernel, bias, 1, kernel.shape[-1] // 2, 1, up.conv.groups)  # (B, 8 S C', D, H, W)
+        for name, module in up._modules.items():
+            if name not in ("conv", "norm"):
+                h = F.silu(h, inplace=True) if type(module) is nn.SiLU else module(h)
+        kernel, bias = conv.blocked_parameters()
+        y = F.conv3d(h, kernel, bias, 1, kernel.shape[-1] // 2, 1, conv.groups).add_(h)
+        b, _, d, hh, w = y.shape
+        rows = y.permute(0, 2, 3, 4, 1).reshape(b, d, hh, w, conv.num_scales, -1)  # channels (S, C', 8)
+        projected = rows.amax(dim=4) if self[1].projection_type == "max" else rows.mean(dim=4)
+        return space_to_depth.from_blocks(projected.permute(0, 4, 1, 2, 3))

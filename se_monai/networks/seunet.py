@@ -12,7 +12,7 @@ from monai.networks.layers.simplelayers import SkipConnection
 
 from se_monai.bases import DEFAULT_MAX_ORDER, DEFAULT_MULT, BasisSpec
 from se_monai.layers import PROJECTIONS, SESProjection_H_Z3
-from se_monai.networks.blocks import SEConvolution, SEResidualUnit
+from se_monai.networks.blocks import SEConvolution, SEOutputBlock, SEResidualUnit
 
 __all__ = ["SEUNet", "PAPER_SCALES"]
 
@@ -140,7 +140,7 @@ class SEUNet(nn.Module):
         down = self._down_layer(inc, c, s, is_top)
         up = self._up_layer(upc, outc, s, is_top)
         if is_top:
-            up = nn.Sequential(up, SESProjection_H_Z3(self.projection))
+            up = SEOutputBlock(up, SESProjection_H_Z3(self.projection))
         return nn.Sequential(down, SkipConnection(subblock), up)
 
     def _down_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:

@@ -20,7 +20,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["blocked_size", "axis_map", "blocked_kernel", "to_blocks", "from_blocks", "blocked_conv3d", "worth_blocking"]
+__all__ = [
+    "blocked_size",
+    "axis_map",
+    "blocked_kernel",
+    "sub_pixel_map",
+    "sub_pixel_kernel",
+    "to_blocks",
+    "from_blocks",
+    "blocked_conv3d",
+    "worth_blocking",
+]
 
 
 #: Largest channel count per group for which the blocked form is used (docs/performance.md: where it pays on CPU).
@@ -78,6 +88,43 @@ def blocked_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     blocked = torch.einsum("goixyz,pAux,qBvy,rCwz->gopqriABCuvw", per_group, m, m, m)
     size = m.shape[2]
     return blocked.reshape(out_channels * 8, in_channels * 8, size, size, size)
+
+
+@functools.lru_cache(maxsize=16)
+def sub_pixel_map(kernel_size: int) -> torch.Tensor:
+    """0/1 tensor ``M[b, d, t]`` ``(2, k', k)`` of a stride-2 transposed convolution with odd kernel k, padding
+    ``p = (k - 1) / 2`` and output padding 1 (output size exactly twice the input's), one axis: output voxel
+    ``2Q + b`` reads input voxel ``Q + d - k' // 2`` through tap ``t = b + p - 2 (d - k' // 2)``, with ``k'`` as
+    :func:`blocked_size` gives it (3 for k = 5)."""
+    pad, size = (kernel_size - 1) // 2, blocked_size(kernel_size)
+    reach = size // 2
+    table = torch.zeros(2, size, kernel_size)
+    for b in range(2):
+        for d in range(size):
+            t = b + pad - 2 * (d - reach)
+            if 0 <= t < kernel_size:
+                table[b, d, t] = 1.0
+    return table
+
+
+def sub_pixel_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    """Weight of the stride-1 convolution (padding ``k' // 2``) whose output is :func:`to_blocks` of
+    ``conv_transpose3d(x, kernel, stride=2, padding=(k - 1) // 2, output_padding=1, groups=groups)``: the sub-pixel
+    form of the transposed convolution (Shi et al., CVPR 2016), its output left in blocked layout.
+
+    Args:
+        kernel: ``(G * Ci, Co, k, k, k)`` transposed-convolution weight, k odd.
+        groups: G.
+
+    Returns:
+        ``(G * Co * 8, Ci, k', k', k')``: output channel ``(g, o, b1, b2, b3)``, the order of :func:`to_blocks`.
+    """
+    in_channels, out_channels, k = kernel.shape[0], kernel.shape[1], kernel.shape[2]
+    m = sub_pixel_map(k).to(device=kernel.device, dtype=kernel.dtype)
+    per_group = kernel.reshape(groups, in_channels // groups, out_channels, k, k, k)
+    blocked = torch.einsum("giotuv,pxt,qyu,rzv->gopqrixyz", per_group, m, m, m)
+    size = m.shape[1]
+    return blocked.reshape(groups * out_channels * 8, in_channels // groups, size, size, size)
 
 
 def _sub_voxel_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
