@@ -149,3 +149,15 @@ def test_output_block_in_blocked_layout_equals_reference(kwargs, blocked):
         assert not ref_net.model[2]._runs_blocked(torch.randn(1, 1, 1, 1, 1, 1))
         assert not any(m._folds_norm() for m in ref_net.modules() if isinstance(m, SEConvolution))
         torch.testing.assert_close(net(x), ref_net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_output_block_with_dropout_in_eval():
+    """Channel dropout (the identity in eval mode) does not keep the output block from the blocked layout."""
+    torch.manual_seed(0)
+    net = _trained_like(SEUNet(in_channels=1, out_channels=2, basis_type="disco", dropout=0.2))
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert net.model[2]._runs_blocked(x)
+        folded = net(x)
+    with torch.enable_grad():
+        torch.testing.assert_close(folded, net(x).detach(), rtol=1e-4, atol=1e-4)

@@ -32,7 +32,7 @@ def test_models_and_ratios_tiny():
     assert report["ratios"]["forward paper formulation / SEUNet"] == paper["forward_s"] / se["forward_s"]
     assert se["forward_gflops"] == pytest.approx(2 * se["macs_per_voxel"] * 16**3 / se["forward_s"] / 1e9)
     assert report["dense_conv3d"]["gflops"] > 0
-    assert "SESConv_H_H" in report["layers"] and report["layers"]["whole network"] > 0
+    assert "SESConv_H_H + norm + act" in report["layers"] and report["layers"]["whole network"] > 0
     text = bench.format_table(report)
     assert "SEUNet reference" in text and "SEUNet paper formulation" in text and "dense conv3d" in text
 

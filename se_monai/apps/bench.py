@@ -34,6 +34,7 @@ from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import load_icbm152
 from se_monai.networks import SEUNet, paper_baseline_unet
+from se_monai.networks.blocks import SEConvolution, SEOutputBlock
 from se_monai.reference import reference_model
 
 __all__ = [
@@ -247,7 +248,10 @@ def layer_breakdown(
     device: str = "cpu",
     basis_type: str = "multi",
 ) -> dict[str, float]:
-    """Forward time of SEUNet (eval) summed per kind of leaf layer (seconds, median of ``repeats``)."""
+    """Forward time of SEUNet (eval, no autograd) summed per kind of unit that runs (seconds, median of
+    ``repeats``): leaf layers, except that an :class:`~se_monai.networks.blocks.SEConvolution` counts as one unit
+    ("SESConv_H_H + norm + act": inference folds its batch norm into the convolution) and the
+    :class:`~se_monai.networks.blocks.SEOutputBlock` as one (its layers run in blocked layout together)."""
     dev = torch.device(device)
     net = SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type).to(dev).eval()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
@@ -256,6 +260,9 @@ def layer_breakdown(
     starts: dict[int, float] = {}
 
     def kind(module: nn.Module) -> str:
+        if isinstance(module, SEConvolution):
+            extra = [name for name in ("norm", "act") if name in module._modules]
+            return " + ".join([kind(module.conv), *extra])
         name = type(module).__name__
         return name + " (transposed)" if getattr(module, "transposed", False) else name
 
@@ -267,8 +274,18 @@ def layer_breakdown(
         _sync(dev)
         current[kind(module)] += time.perf_counter() - starts.pop(id(module))
 
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_pre_hook(before) for m in leaves] + [m.register_forward_hook(after) for m in leaves]
+    units: list[nn.Module] = []
+
+    def collect(module: nn.Module) -> None:
+        children = list(module.children())
+        if not children or isinstance(module, (SEConvolution, SEOutputBlock)):
+            units.append(module)
+        else:
+            for child in children:
+                collect(child)
+
+    collect(net)
+    handles = [m.register_forward_pre_hook(before) for m in units] + [m.register_forward_hook(after) for m in units]
     with torch.no_grad():
         net(x)
         for _ in range(repeats):

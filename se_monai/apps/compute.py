@@ -45,7 +45,7 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> float:
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d, se_layers.SESConv_Z3_H, se_layers.SESConv_H_H))
     ]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():  # the layers one by one (inference without autograd folds and fuses some)
             model.eval()(x[:1])
     finally:
         for handle in handles:

@@ -189,7 +189,7 @@ class SEResidualUnit(nn.Module):
 
 
 #: Activations applied voxel by voxel and channel by channel alike, which may run on a blocked feature map.
-_POINTWISE = (nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity, SEDropout)
+_POINTWISE = (nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
 
 class SEOutputBlock(nn.Sequential):
@@ -235,9 +235,9 @@ class SEOutputBlock(nn.Sequential):
             and up.conv.blocks_without_copies()
         ):
             return False
-        if "norm" in up._modules and not up._folds_norm():
+        if ("norm" in up._modules and not up._folds_norm()) or ("dropout" in up._modules and up.dropout.training):
             return False
-        if not all(type(m) in _POINTWISE for n, m in up._modules.items() if n not in ("conv", "norm")):
+        if not all(type(m) in _POINTWISE for n, m in up._modules.items() if n not in ("conv", "norm", "dropout")):
             return False
         if not (type(unit) is SEResidualUnit and type(unit.residual) is nn.Identity and len(unit.conv) == 1):
             return False
@@ -258,7 +258,7 @@ class SEOutputBlock(nn.Sequential):
         grouped = up.conv._grouped_input(x).contiguous(memory_format=torch.channels_last_3d)
         h = F.conv3d(grouped, kernel, bias, 1, kernel.shape[-1] // 2, 1, up.conv.groups)  # (B, 8 S C', D, H, W)
         for name, module in up._modules.items():
-            if name not in ("conv", "norm"):
+            if name not in ("conv", "norm", "dropout"):  # dropout is the identity in eval mode
                 h = F.silu(h, inplace=True) if type(module) is nn.SiLU else module(h)
         kernel, bias = conv.blocked_parameters()
         y = F.conv3d(h, kernel, bias, 1, kernel.shape[-1] // 2, 1, conv.groups).add_(h)
