@@ -166,12 +166,18 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         """
         if not self.blocks_without_copies():
             raise ValueError(f"{type(self).__name__} {self.extra_repr()} has no blocked form")
-        scale = None if affine is None else affine[0]
-        bias = self.bias
-        if affine is not None:
-            bias = affine[1] if bias is None else bias * affine[0] + affine[1]
+        bias = self._folded_bias(affine)
         stacked = None if bias is None else bias.repeat(self.num_scales).repeat_interleave(8)
-        return self._kernel("sub_pixel" if self.transposed else "blocked", scale), stacked
+        return self._kernel(
+            "sub_pixel" if self.transposed else "blocked", None if affine is None else affine[0]
+        ), stacked
+
+    def _folded_bias(self, affine: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """The bias ``(C',)`` of ``forward(x) * scale + shift`` for ``affine`` = (scale, shift), else the layer's."""
+        if affine is None:
+            return self.bias
+        scale, shift = affine
+        return shift if self.bias is None else self.bias * scale + shift
 
     def blocks_without_copies(self) -> bool:
         """Whether :meth:`blocked_parameters` applies: odd kernel, padding (k - 1) / 2, and stride 1 or, transposed,
@@ -185,11 +191,10 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
 
     def _blocked(self, x: torch.Tensor) -> bool:
         """Whether this call runs in space-to-depth form (:mod:`se_monai.ops.space_to_depth`)."""
-        k = self.kernel_size
-        if self.transposed or self.stride != (1, 1, 1) or self.padding != ((k - 1) // 2,) * 3:
+        if self.transposed or not self.blocks_without_copies():
             return False
         per_group_out = self.num_scales * self.out_channels // self.groups
-        return space_to_depth.worth_blocking(x, k, x.shape[1] // self.groups, per_group_out)
+        return space_to_depth.worth_blocking(x, self.kernel_size, x.shape[1] // self.groups, per_group_out)
 
     def _conv(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
@@ -202,11 +207,8 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         to them through the kernel and the bias. The result is a view whose memory order is ``(B, D', H', W', S,
         C')``; the next layer takes it without a copy.
         """
-        bias = self.bias
-        scale: torch.Tensor | None = None
-        if affine is not None:
-            scale, shift = affine
-            bias = shift if bias is None else bias * scale + shift
+        bias = self._folded_bias(affine)
+        scale = None if affine is None else affine[0]
         if torch.jit.is_scripting():
             return self._direct_conv(x, self._kernel(), bias)
         if self._blocked(x):

@@ -18,7 +18,33 @@ from se_monai.ops import space_to_depth
 __all__ = ["SEConvolution", "SEResidualUnit", "SEOutputBlock"]
 
 
-class SEConvolution(nn.Sequential):
+class _InferencePath(nn.Sequential):
+    """A sequence of layers with an exact fast path for inference: ``_fast(x)`` says whether it applies,
+    ``_fast_forward(x)`` computes it; otherwise (and under TorchScript) the layers run one by one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return self._eager_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast(x):
+            return self._fast_forward(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        return False
+
+    def _fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SEConvolution(_InferencePath):
     """Lifting or group convolution followed by normalisation, dropout and activation (MONAI's "NDA" order).
 
     ``lifting=True``: ``(B, C, D, H, W) -> (B, C', S, D', H', W')``; otherwise ``(B, C, S, ...) -> (B, C', S, ...)``.
@@ -79,20 +105,11 @@ class SEConvolution(nn.Sequential):
         if act:
             self.add_module("act", activation(act))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return self._eager_forward(x)
-        for module in self:
-            x = module(x)
-        return x
+    def _fast(self, x: torch.Tensor) -> bool:
+        return self._folds_norm()
 
-    @torch.jit.unused
-    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._folds_norm():
-            return self._folded_forward(x)
-        for module in self:
-            x = module(x)
-        return x
+    def _fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._folded_forward(x)
 
     def _folds_norm(self) -> bool:
         """Inference (eval mode, no autograd, not traced) with batch norm on running statistics after the conv."""
@@ -192,7 +209,7 @@ class SEResidualUnit(nn.Module):
 _POINTWISE = (nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
 
-class SEOutputBlock(nn.Sequential):
+class SEOutputBlock(_InferencePath):
     """SEUNet's output block, ``(B, C, S, D, H, W) -> (B, C', 2D, 2H, 2W)``: the top up layer (a transposed
     :class:`SEConvolution`, then a one-subunit, conv-only :class:`SEResidualUnit` with an identity residual) and
     the :class:`~se_monai.layers.SESProjection_H_Z3` over scales; children and state-dict keys as the plain
@@ -206,20 +223,11 @@ class SEOutputBlock(nn.Sequential):
     another shape, the layers run one by one.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return self._eager_forward(x)
-        for module in self:
-            x = module(x)
-        return x
+    def _fast(self, x: torch.Tensor) -> bool:
+        return self._runs_blocked(x)
 
-    @torch.jit.unused
-    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._runs_blocked(x):
-            return self._blocked_forward(x)
-        for module in self:
-            x = module(x)
-        return x
+    def _fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._blocked_forward(x)
 
     def _runs_blocked(self, x: torch.Tensor) -> bool:
         if x.device.type != "cpu" or torch.is_grad_enabled() or tracing() or self.training or len(self) != 2:
