@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.config import KeysCollection
+from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, random_geometry, tissue_labels
@@ -30,6 +31,7 @@ __all__ = [
     "structure_labels",
     "RandLabelIntensityd",
     "RandSkullStripd",
+    "RandCorticalThicknessd",
     "synthseg_transform",
     "SynthSegSubjects",
     "AlternatingSubjects",
@@ -166,12 +168,57 @@ class RandSkullStripd(mt.RandomizableTransform, mt.MapTransform):
         return d
 
 
+class RandCorticalThicknessd(mt.RandomizableTransform, mt.MapTransform):
+    """Varies the thickness of grey matter in a structure label map (:data:`STRUCTURES`), with probability ``prob``:
+    white matter grows into the grey matter by a random depth (voxels, uniform in ``depth_range``; a negative depth
+    grows grey matter into the white matter instead). The template's tissue maps average 152 brains, which blurs and
+    thickens their cortex; drawing the grey/white boundary at other depths lets a network trained on the painted
+    images learn the boundary from the image rather than from the template's thickness. The outermost grey-matter
+    voxels (next to CSF or air) stay grey matter, so no cortex disappears.
+
+    Args:
+        keys: the structure label key, ``(1, D, H, W)``.
+        prob: probability of changing the thickness.
+        depth_range: range of the depth (voxels; positive thins, negative thickens the grey matter).
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, depth_range: tuple[float, float] = (-1.0, 2.0)) -> None:
+        mt.RandomizableTransform.__init__(self, prob)
+        mt.MapTransform.__init__(self, keys)
+        self.depth_range, self.depth = depth_range, 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.depth = self.R.uniform(*self.depth_range)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform or self.depth == 0.0:
+            return d
+        grey, white = STRUCTURES.index("grey matter"), STRUCTURES.index("white matter")
+        for key in self.key_iterator(d):
+            labels = convert_to_numpy(d[key]).copy()
+            gm, wm = labels == grey, labels == white
+            inner = ndimage.distance_transform_edt(gm | wm) > 1.0  # tissue not on its outer surface
+            if self.depth > 0:  # grey matter within ``depth`` of white matter becomes white matter
+                labels[gm & inner & (ndimage.distance_transform_edt(~wm) <= self.depth)] = white
+            else:  # white matter within ``-depth`` of grey matter becomes grey matter
+                labels[wm & (ndimage.distance_transform_edt(~gm) <= -self.depth)] = grey
+            d[key] = convert_to_dst_type(labels, d[key])[0]
+        return d
+
+
 #: Structures in the order of their mean intensity in T1-weighted MRI: CSF < grey matter < white matter.
 T1_ORDER = (STRUCTURES.index("csf"), STRUCTURES.index("grey matter"), STRUCTURES.index("white matter"))
 
 
 def synthseg_transform(
-    scale_range: tuple[float, float] = (0.6, 1.5), seed: int = 0, t1_prob: float = 0.0, strip_prob: float = 0.5
+    scale_range: tuple[float, float] = (0.6, 1.5),
+    seed: int = 0,
+    t1_prob: float = 0.0,
+    strip_prob: float = 0.5,
+    thickness_range: tuple[float, float] = (0.0, 0.0),
 ) -> mt.Compose:
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
@@ -180,10 +227,14 @@ def synthseg_transform(
     default. A fraction ``strip_prob`` of the subjects is skull-stripped (:class:`RandSkullStripd`: the head and
     some of the CSF around the brain turned to air, the image exactly 0 there). ``t1_prob`` is the fraction of
     subjects whose CSF, grey- and white-matter means are in T1 order (:data:`T1_ORDER`), the rest of any contrast.
+    ``thickness_range`` other than ``(0, 0)`` first moves the grey/white boundary by a random depth in it (voxels of
+    the template, :class:`RandCorticalThicknessd`); with ``(0, 0)`` the subjects are those of earlier versions.
     Deterministic for a given ``seed``.
     """
+    thickness = [RandCorticalThicknessd("label", depth_range=thickness_range)] if any(thickness_range) else []
     composed = mt.Compose(
         [
+            *thickness,
             *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
             RandSkullStripd(keys="label", mask_key="mask", prob=strip_prob),
             RandLabelIntensityd(
@@ -213,8 +264,8 @@ class SynthSegSubjects:
     structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
-    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob`` and ``strip_prob`` as in
-    :func:`synthseg_transform`.
+    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob`` and ``thickness_range`` as
+    in :func:`synthseg_transform`.
     """
 
     description = (
@@ -224,16 +275,22 @@ class SynthSegSubjects:
     )
 
     def __init__(
-        self, scale_range: tuple[float, float] = (0.6, 1.5), t1_prob: float = 0.0, strip_prob: float = 0.5
+        self,
+        scale_range: tuple[float, float] = (0.6, 1.5),
+        t1_prob: float = 0.0,
+        strip_prob: float = 0.5,
+        thickness_range: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         t1, gm, wm, affine = load_icbm152()
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
         self.affine = affine.copy()
         self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
         self.scale_range, self.t1_prob, self.strip_prob = scale_range, float(t1_prob), float(strip_prob)
+        self.thickness_range = tuple(float(v) for v in thickness_range)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = synthseg_transform(self.scale_range, seed, self.t1_prob, self.strip_prob)({"label": self.labels})
+        transform = synthseg_transform(self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range)
+        out = transform({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine
 

@@ -2,6 +2,7 @@
 synthetic subjects, on a small ball-shaped brain (fast) and, for the label map, the real template's sizes."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +15,7 @@ from se_monai.data import HEAD_PAD, HEAD_SHELLS, prepare_brain_tissue_dataset
 from se_monai.synth import (
     STRUCTURES,
     AlternatingSubjects,
+    RandCorticalThicknessd,
     RandLabelIntensityd,
     RandSkullStripd,
     structure_labels,
@@ -118,6 +120,41 @@ def test_skull_stripping_removes_the_head_and_outer_csf_to_the_drawn_depth(ball)
     assert int((target[image == 0] > 0).sum()) == 0
 
 
+def test_cortical_thickness_moves_the_grey_white_boundary_by_the_drawn_depth(ball):
+    labels = torch.from_numpy(structure_labels(*ball))[None]
+    gm, wm = STRUCTURES.index("grey matter"), STRUCTURES.index("white matter")
+    centre = 19 + HEAD_PAD
+    r = torch.from_numpy(np.sqrt(((np.indices(labels.shape[1:]) - centre - 0.5) ** 2).sum(0)))[None]
+
+    def radii(out):  # white matter's outer and grey matter's outer radius, from the voxels' centres
+        return float(r[out == wm].max()), float(r[out == gm].max())
+
+    wm_outer, gm_outer = radii(labels)
+    for depth in (2.0, 3.0, -1.0, -2.0):
+        out = RandCorticalThicknessd("label", depth_range=(depth, depth))({"label": labels})["label"]
+        assert out.shape == labels.shape and torch.equal(
+            out != labels, (out != labels) & ((labels == gm) | (labels == wm))
+        )
+        new_wm, new_gm = radii(out)
+        assert abs(new_wm - (wm_outer + depth)) <= 1.0  # the boundary moved by the depth, to a voxel
+        assert new_gm == gm_outer and int((out == gm).sum()) > 0  # the cortex's outer surface stays
+        assert (int((out == wm).sum()) > int((labels == wm).sum())) == (depth > 0)
+    # thinning never removes the outer grey-matter layer, even deeper than the cortex is thick
+    deep = RandCorticalThicknessd("label", depth_range=(10.0, 10.0))({"label": labels})["label"]
+    outer = (labels == gm) & (r > gm_outer - 0.5)
+    assert bool((deep[outer] == gm).all())
+    off = RandCorticalThicknessd("label", prob=0.0)({"label": labels})["label"]
+    assert torch.equal(off, labels)
+    # (0, 0) leaves a whole subject as before the option existed; a range changes its labels
+    plain = synthseg_transform(seed=0)({"label": labels})["label"]
+    assert torch.equal(
+        torch.as_tensor(synthseg_transform(seed=0, thickness_range=(0.0, 0.0))({"label": labels})["label"]),
+        torch.as_tensor(plain),
+    )
+    thinner = synthseg_transform(seed=0, thickness_range=(2.0, 2.0))({"label": labels})["label"]
+    assert int((torch.as_tensor(thinner) == 2).sum()) > int((torch.as_tensor(plain) == 2).sum())
+
+
 def test_alternating_subjects_take_turns_and_name_their_generators():
     class Ones:
         def __call__(self, seed):
@@ -154,3 +191,7 @@ def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image
 def test_prepare_data_names_the_generators():
     done = run_cli("prepare-data", "/nonexistent/d", "--generator", "synthetic")
     assert done.returncode == 2 and "expected one of template, synthseg, mixed" in done.stderr
+    for bad in ("(2,1)", "3", "(a,b)"):
+        done = run_cli("prepare-data", "/nonexistent/d", "--thickness_range", bad)
+        assert done.returncode == 2 and "--thickness_range" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not Path("/nonexistent/d").exists()

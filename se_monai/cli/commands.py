@@ -156,6 +156,7 @@ def prepare_data(
     generator: str = "template",
     t1_prob: float = 0.0,
     strip_prob: float = 0.5,
+    thickness_range: tuple[float, float] = (0.0, 0.0),
 ) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
@@ -168,8 +169,8 @@ def prepare_data(
             turn; the shipped model's data with ``--num_subjects 24 --t1_prob 1``).
         t1_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in T1 contrast order (CSF <
             grey < white matter, random means otherwise); 0 leaves every contrast equally likely.
-        strip_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects skull-stripped (the others
-            keep a synthetic head).
+        strip_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects skull-stripped (others: a head).
+        thickness_range: with "synthseg" or "mixed", e.g. ``"(-1,2)"``: voxels white matter grows into grey (<0: back).
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
@@ -178,12 +179,14 @@ def prepare_data(
     for name, value in (("t1_prob", t1_prob), ("strip_prob", strip_prob)):
         if not 0.0 <= float(value) <= 1.0:
             raise InputError(f"{output_dir}: --{name} must be in 0..1, got {value}")
+    thickness = tuple(_floats(thickness_range, "thickness_range"))
+    if len(thickness) != 2 or thickness[0] > thickness[1]:
+        raise InputError(f"--thickness_range {thickness_range}: expected two numbers (low, high), low <= high")
+    synthseg = {"t1_prob": t1_prob, "strip_prob": strip_prob, "thickness_range": thickness}
     subjects = {
         "template": TemplateSubjects,
-        "synthseg": lambda: SynthSegSubjects(t1_prob=t1_prob, strip_prob=strip_prob),
-        "mixed": lambda: AlternatingSubjects(
-            TemplateSubjects(), SynthSegSubjects(t1_prob=t1_prob, strip_prob=strip_prob)
-        ),
+        "synthseg": lambda: SynthSegSubjects(**synthseg),
+        "mixed": lambda: AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(**synthseg)),
     }[generator]()
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
