@@ -173,8 +173,10 @@ class RandCorticalThicknessd(mt.RandomizableTransform, mt.MapTransform):
     white matter grows into the grey matter by a random depth (voxels, uniform in ``depth_range``; a negative depth
     grows grey matter into the white matter instead). The template's tissue maps average 152 brains, which blurs and
     thickens their cortex; drawing the grey/white boundary at other depths lets a network trained on the painted
-    images learn the boundary from the image rather than from the template's thickness. The outermost grey-matter
-    voxels (next to CSF or air) stay grey matter, so no cortex disappears.
+    images learn the boundary from the image rather than from the template's thickness. The voxels whose centres lie
+    within ``|depth| + 0.5`` of the other tissue change, so the depth counts in whole layers of voxels, rounded
+    (``|depth| < 0.5`` changes nothing). The outermost grey-matter voxels (next to CSF or air) stay grey matter, so
+    no cortex disappears.
 
     Args:
         keys: the structure label key, ``(1, D, H, W)``.
@@ -201,10 +203,11 @@ class RandCorticalThicknessd(mt.RandomizableTransform, mt.MapTransform):
             labels = convert_to_numpy(d[key]).copy()
             gm, wm = labels == grey, labels == white
             inner = ndimage.distance_transform_edt(gm | wm) > 1.0  # tissue not on its outer surface
+            reach = abs(self.depth) + 0.5  # voxel-centre distances 1, 1.41, ...: the depth rounded to layers
             if self.depth > 0:  # grey matter within ``depth`` of white matter becomes white matter
-                labels[gm & inner & (ndimage.distance_transform_edt(~wm) <= self.depth)] = white
+                labels[gm & inner & (ndimage.distance_transform_edt(~wm) <= reach)] = white
             else:  # white matter within ``-depth`` of grey matter becomes grey matter
-                labels[wm & (ndimage.distance_transform_edt(~gm) <= -self.depth)] = grey
+                labels[wm & (ndimage.distance_transform_edt(~gm) <= reach)] = grey
             d[key] = convert_to_dst_type(labels, d[key])[0]
         return d
 

@@ -130,7 +130,7 @@ def test_cortical_thickness_moves_the_grey_white_boundary_by_the_drawn_depth(bal
         return float(r[out == wm].max()), float(r[out == gm].max())
 
     wm_outer, gm_outer = radii(labels)
-    for depth in (2.0, 3.0, -1.0, -2.0):
+    for depth in (2.0, 3.0, 0.6, -1.0, -2.0):
         out = RandCorticalThicknessd("label", depth_range=(depth, depth))({"label": labels})["label"]
         assert out.shape == labels.shape and torch.equal(
             out != labels, (out != labels) & ((labels == gm) | (labels == wm))
@@ -145,6 +145,8 @@ def test_cortical_thickness_moves_the_grey_white_boundary_by_the_drawn_depth(bal
     assert bool((deep[outer] == gm).all())
     off = RandCorticalThicknessd("label", prob=0.0)({"label": labels})["label"]
     assert torch.equal(off, labels)
+    within_half_a_layer = RandCorticalThicknessd("label", depth_range=(0.4, 0.4))({"label": labels})["label"]
+    assert torch.equal(within_half_a_layer, labels)
     # (0, 0) leaves a whole subject as before the option existed; a range changes its labels
     plain = synthseg_transform(seed=0)({"label": labels})["label"]
     assert torch.equal(
