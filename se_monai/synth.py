@@ -127,7 +127,20 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         return d
 
 
-class RandSkullStripd(mt.RandomizableTransform, mt.MapTransform):
+class _RandDepthd(mt.RandomizableTransform, mt.MapTransform):
+    """A map transform applied with probability ``prob`` at a depth (voxels) drawn uniformly from ``depth_range``."""
+
+    def __init__(self, keys: KeysCollection, prob: float, depth_range: tuple[float, float]) -> None:
+        mt.RandomizableTransform.__init__(self, prob)
+        mt.MapTransform.__init__(self, keys)
+        self.depth_range, self.depth = depth_range, 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.depth = self.R.uniform(*self.depth_range)
+
+
+class RandSkullStripd(_RandDepthd):
     """Skull-strips a structure label map (:data:`STRUCTURES`) as brain-extraction tools do, with probability
     ``prob``: the head's shells become air, and so does the CSF within a random depth (voxels, uniform in
     ``csf_depth``) of the brain hull's outside, so that some brains keep a layer of CSF and others are cut at the
@@ -144,13 +157,8 @@ class RandSkullStripd(mt.RandomizableTransform, mt.MapTransform):
     def __init__(
         self, keys: KeysCollection, mask_key: str = "mask", prob: float = 0.5, csf_depth: tuple[float, float] = (0, 4)
     ) -> None:
-        mt.RandomizableTransform.__init__(self, prob)
-        mt.MapTransform.__init__(self, keys)
-        self.mask_key, self.csf_depth, self.depth = mask_key, csf_depth, 0.0
-
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        self.depth = self.R.uniform(*self.csf_depth)
+        super().__init__(keys, prob, csf_depth)
+        self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -168,7 +176,7 @@ class RandSkullStripd(mt.RandomizableTransform, mt.MapTransform):
         return d
 
 
-class RandCorticalThicknessd(mt.RandomizableTransform, mt.MapTransform):
+class RandCorticalThicknessd(_RandDepthd):
     """Varies the thickness of grey matter in a structure label map (:data:`STRUCTURES`), with probability ``prob``:
     white matter grows into the grey matter by a random depth (voxels, uniform in ``depth_range``; a negative depth
     grows grey matter into the white matter instead). The template's tissue maps average 152 brains, which blurs and
@@ -185,28 +193,22 @@ class RandCorticalThicknessd(mt.RandomizableTransform, mt.MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 1.0, depth_range: tuple[float, float] = (-1.0, 2.0)) -> None:
-        mt.RandomizableTransform.__init__(self, prob)
-        mt.MapTransform.__init__(self, keys)
-        self.depth_range, self.depth = depth_range, 0.0
-
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        self.depth = self.R.uniform(*self.depth_range)
+        super().__init__(keys, prob, depth_range)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.randomize()
-        if not self._do_transform or self.depth == 0.0:
+        reach = abs(self.depth) + 0.5  # voxel-centre distances are 1, 1.41, ...: the depth rounded to layers
+        if not self._do_transform or reach < 1.0:
             return d
         grey, white = STRUCTURES.index("grey matter"), STRUCTURES.index("white matter")
         for key in self.key_iterator(d):
             labels = convert_to_numpy(d[key]).copy()
             gm, wm = labels == grey, labels == white
-            inner = ndimage.distance_transform_edt(gm | wm) > 1.0  # tissue not on its outer surface
-            reach = abs(self.depth) + 0.5  # voxel-centre distances 1, 1.41, ...: the depth rounded to layers
-            if self.depth > 0:  # grey matter within ``depth`` of white matter becomes white matter
+            if self.depth > 0:  # grey matter within ``reach`` of white matter, off the outer surface, becomes white
+                inner = ndimage.distance_transform_edt(gm | wm) > 1.0
                 labels[gm & inner & (ndimage.distance_transform_edt(~wm) <= reach)] = white
-            else:  # white matter within ``-depth`` of grey matter becomes grey matter
+            else:  # white matter within ``reach`` of grey matter becomes grey matter
                 labels[wm & (ndimage.distance_transform_edt(~gm) <= reach)] = grey
             d[key] = convert_to_dst_type(labels, d[key])[0]
         return d
