@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,22 @@ from se_monai.data import read_dataset
 from se_monai.fingerprint import dataset_fingerprint, plan
 from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
-from se_monai.workflows import SHIPPED_BUNDLE, bundle_settings, default_bundle_dir, resolve_bundle_dir
+from se_monai.workflows import (
+    SHIPPED_BUNDLE,
+    bundle_settings,
+    default_bundle_dir,
+    load_bundle_network,
+    resolve_bundle_dir,
+)
 
-__all__ = ["PLAN_FILE", "create_bundle", "training_bundle", "record_network_overrides", "bundle_plan"]
+__all__ = [
+    "PLAN_FILE",
+    "create_bundle",
+    "training_bundle",
+    "record_network_overrides",
+    "check_init_weights",
+    "bundle_plan",
+]
 
 #: The dataset fingerprint and the plan derived from it, in a new bundle's folder.
 PLAN_FILE = "fingerprint.json"
@@ -200,6 +214,28 @@ def record_network_overrides(bundle_dir: str | os.PathLike, overrides: dict[str,
             node[leaf] = overrides[key]
         _write_json(path, config)
     return keys
+
+
+def check_init_weights(bundle_dir: str | os.PathLike, path: str | os.PathLike | None) -> None:
+    """Check before a run that the checkpoint ``path`` (``train.json``'s ``init_weights``: the weights a training run
+    starts from, e.g. the shipped ``models/model.pt`` to fine-tune it) loads into the bundle's ``network_def``; None
+    (train from scratch) passes.
+
+    Raises:
+        InputError: no such file, not a checkpoint, or weights of another network (other channels, classes, basis
+            or channel counts).
+    """
+    if path is None:
+        return
+    try:
+        load_bundle_network(bundle_dir, path, "train.json")
+    except FileNotFoundError as err:
+        raise InputError(f"--init_weights {err}") from err
+    except KeyError as err:
+        raise InputError(f"--init_weights {err.args[0]}") from err
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"--init_weights {path}: not a PyTorch checkpoint ({first})") from err
 
 
 def bundle_plan(bundle_dir: str | os.PathLike) -> dict[str, Any] | None:

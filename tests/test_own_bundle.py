@@ -212,3 +212,41 @@ def test_archive_quirks_float_labels_and_rounded_label_geometry(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     done = run_cli("evaluate", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), "--num_workers", "0")
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _parameters(path) -> dict[str, torch.Tensor]:
+    """The trained parameters of a checkpoint (no batch-norm statistics, which every training step updates)."""
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_bad_ones_are_one_line(tmp_path):
+    dataset = write_msd_dataset(tmp_path / "d", ["MRI"], ["bg", "fg"], train=2, test=0)
+    first = tmp_path / "first"
+    assert run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(first), *SHORT).returncode == 0
+    start = first / "models" / "model_final.pt"
+    frozen = [*SHORT, "--learning_rate", "0"]  # Adam with lr 0 leaves the parameters where they start
+    for name, init in (("tuned", ["--init_weights", str(start)]), ("scratch", [])):
+        done = run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(tmp_path / name), *frozen, *init)
+        assert done.returncode == 0, done.stderr[-3000:]
+    expected = _parameters(start)
+    tuned, scratch = (_parameters(tmp_path / n / "models" / "model_final.pt") for n in ("tuned", "scratch"))
+    assert tuned.keys() == expected.keys()
+    assert all(torch.equal(tuned[k], expected[k]) for k in expected)
+    assert not all(torch.equal(scratch[k], expected[k]) for k in expected)
+
+    three = write_msd_dataset(tmp_path / "three", ["MRI"], ["bg", "a", "b"], train=2, test=0)
+    other = tmp_path / "other"
+    assert run_cli("train", "--dataset_dir", str(three), "--bundle_dir", str(other), *SHORT).returncode == 0
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    cases = {
+        str(tmp_path / "missing.pt"): "no checkpoint",
+        str(other / "models" / "model_final.pt"): "does not fit the bundle's network_def",
+        str(tmp_path / "junk.pt"): "not a PyTorch checkpoint",
+    }
+    for path, problem in cases.items():
+        done = run_cli(
+            "train", "--dataset_dir", str(dataset), "--bundle_dir", str(tmp_path / "tuned"), "--init_weights", path
+        )
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-3000:]
+        assert path in done.stderr and problem in done.stderr

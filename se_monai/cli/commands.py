@@ -20,7 +20,7 @@ from se_monai.apps.demo import run_demo
 from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import BASIS_TYPES, disco
-from se_monai.bundles import bundle_plan, record_network_overrides, training_bundle
+from se_monai.bundles import bundle_plan, check_init_weights, record_network_overrides, training_bundle
 from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
 from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
@@ -110,17 +110,17 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
 
     Args:
         dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
-        bundle_dir: the bundle to train (required): created from the shipped one when it does not exist, with the
-            dataset's channels and classes; its best checkpoint is ``<bundle_dir>/models/model.pt``. The shipped
-            bundle is never trained.
-        overrides: any train.json id, e.g. ``--epochs 10 --learning_rate 0.004``; those of the network
-            (``--network_def#basis_type disco``) are also written into the bundle's train.json and inference.json,
-            so that inference builds the network that was trained.
+        bundle_dir: the bundle to train (required; never the shipped one): created from the shipped one when it does
+            not exist, with the dataset's channels and classes; its best checkpoint is ``<bundle_dir>/models/model.pt``.
+        overrides: any train.json id, e.g. ``--epochs 10``, ``--init_weights model.pt`` (fine-tuning: start from
+            those weights, checked to fit first); those of the network (``--network_def#basis_type disco``) are also
+            written into the bundle's train.json and inference.json, so that inference builds the network trained.
     """
     root = training_bundle(dataset_dir, bundle_dir)
     print(f"training the bundle {root}")
     for key in record_network_overrides(root, overrides):
         print(f"{key} = {overrides[key]!r} written into the bundle's train.json and inference.json")
+    check_init_weights(root, overrides.get("init_weights"))
     values = bundle_plan(root)
     if values is not None:
         print(describe_plan(values) + " (explicit overrides win)")
