@@ -234,8 +234,7 @@ def check_init_weights(bundle_dir: str | os.PathLike, path: str | os.PathLike | 
     except KeyError as err:
         raise InputError(f"--init_weights {err.args[0]}") from err
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"--init_weights {path}: not a PyTorch checkpoint ({first})") from err
+        raise InputError(f"--init_weights {path}: not a PyTorch checkpoint ({type(err).__name__})") from err
 
 
 def bundle_plan(bundle_dir: str | os.PathLike) -> dict[str, Any] | None:
