@@ -1,7 +1,7 @@
 """One line per case for a candidate bundle, as docs/results.md ("The shipped model") compares the models tried for
 the shipped one: Dice on the two validation subjects and on the real ICBM152 T1, and the grey- and white-matter volumes
 (mL), their norms verdict, atlas agreement and the shipped plausibility verdict on the real brains of
-docs/real_brains_study.py at their own size (zoom 1; Colin27 at 1 mm).
+docs/real_brains_study.py at their own size (zoom 1).
 
 Run (after `make data` and `make real-brains`' downloads; about 2 minutes per bundle on 2 CPU cores):
 
@@ -35,7 +35,7 @@ def main(bundle: str | None = None, dataset_dir: str = DATASET) -> None:
     """Print the scorecard of ``bundle`` (default: the shipped one)."""
     folders = {"mricron": Path(TEMPLATES), "pycortex": Path(PYCORTEX)}
     cases = {name: Path(dataset_dir) / path for name, path in LABELLED.items()}
-    cases.update({n: folders[src] / f for n, (src, f, _) in CASES.items() if "0.5 mm" not in n or "INIA" in n})
+    cases.update({n: folders[src] / f for n, (src, f, _) in CASES.items()})
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in cases.items():
             out = Path(tmp) / "seg.nii.gz"
