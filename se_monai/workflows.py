@@ -27,6 +27,7 @@ __all__ = [
     "find_bundle_root",
     "bundle_settings",
     "bundle_class_names",
+    "bundle_preprocess",
     "run_bundle",
     "load_bundle_network",
 ]
@@ -108,6 +109,21 @@ def _inference_config(bundle_dir: str | os.PathLike | None) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(resolve_bundle_dir(bundle_dir) / "configs" / "inference.json"))
     return parser
+
+
+def bundle_preprocess(image: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """The image file as the bundle's inference.json hands it to its inferer: its ``preprocessing`` (loading,
+    RAS orientation, resampling to the bundle's spacing, cropping to the non-zero voxels, normalisation).
+
+    Returns:
+        A ``(C, D, H, W)`` MetaTensor (voxels of the bundle's spacing, mm).
+
+    Raises:
+        InputError, FileNotFoundError: no bundle (see :func:`resolve_bundle_dir`); errors of MONAI's transforms.
+    """
+    parser = _inference_config(bundle_dir)
+    parser["bundle_root"] = str(resolve_bundle_dir(bundle_dir))
+    return parser.get_parsed_content("preprocessing")({"image": str(image)})["image"]
 
 
 def run_bundle(

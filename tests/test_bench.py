@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from test_cli import run_cli
@@ -12,8 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from se_monai.apps import bench
 from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
+from se_monai.data import icbm152_paths
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
+from se_monai.workflows import bundle_preprocess
 
 
 def test_models_and_ratios_tiny():
@@ -40,6 +44,21 @@ def test_models_and_ratios_tiny():
 def test_volume_inference_keeps_shape_and_reports_memory():
     result = bench.benchmark_volume(roi_size=16, image=torch.randn(20, 24, 18))
     assert result["shape"] == [20, 24, 18] and result["seconds"] > 0
+
+
+def test_whole_volume_input_is_the_bundles_preprocessing_of_the_t1():
+    """The volume the bench times is what the shipped inference.json gives its inferer for the ICBM152 T1: the
+    non-zero voxels' bounding box plus a 4-voxel margin (CropForegroundd), z-scored over the non-zero voxels."""
+    t1 = nib.load(str(icbm152_paths()["t1"]))  # 1 mm, RAS: no resampling, no reorientation
+    assert np.allclose(nib.affines.voxel_sizes(t1.affine), 1) and nib.aff2axcodes(t1.affine) == ("R", "A", "S")
+    data = np.asarray(t1.dataobj)
+    nonzero = np.argwhere(data != 0)
+    low, high = np.maximum(nonzero.min(0) - 4, 0), np.minimum(nonzero.max(0) + 5, data.shape)
+    image = bundle_preprocess(icbm152_paths()["t1"])
+    assert list(image.shape) == [1, *(high - low)]
+    crop = data[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+    expected = np.where(crop != 0, (crop - crop[crop != 0].mean()) / crop[crop != 0].std(), 0)
+    assert np.abs(image[0].numpy() - expected).max() < 1e-4
 
 
 def test_cli_json_and_bad_size():

@@ -32,10 +32,11 @@ from monai.inferers import SlidingWindowInferer
 
 from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
-from se_monai.data import load_icbm152
+from se_monai.data import icbm152_paths, load_icbm152
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.networks.blocks import SEConvolution, SEOutputBlock
 from se_monai.reference import reference_model
+from se_monai.workflows import bundle_preprocess
 
 __all__ = [
     "Autocast",
@@ -306,20 +307,26 @@ def benchmark_volume(
     device: str = "cpu",
     image: torch.Tensor | None = None,
     basis_type: str = "multi",
+    crop: bool = True,
 ) -> dict[str, Any]:
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
     Args:
         roi_size, overlap, sw_batch_size: of ``monai.inferers.SlidingWindowInferer``.
         device: torch device.
-        image: ``(D, H, W)`` volume; default the ICBM152 T1 at 1 mm (197 x 233 x 189 voxels), z-scored.
+        image: ``(D, H, W)`` volume; default the ICBM152 T1 at 1 mm (197 x 233 x 189 voxels) as the shipped bundle's
+            inference hands it to its inferer (:func:`se_monai.workflows.bundle_preprocess`: cropped to its non-zero
+            voxels with a 4-voxel margin, 153 x 189 x 159, z-scored); with ``crop=False`` the whole 197 x 233 x 189
+            box, z-scored over its non-zero voxels (what this measured before 2026-12-03).
 
     Returns:
         ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``: on CPU the peak resident set of the whole
         process (run it in a fresh process for a clean count, as :func:`run` does), on CUDA peak allocated memory.
     """
     dev = torch.device(device)
-    if image is None:
+    if image is None and crop:
+        image = bundle_preprocess(icbm152_paths()["t1"])[0].as_tensor()
+    elif image is None:
         t1 = torch.from_numpy(load_icbm152()[0])
         image = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std()
     volume = image[None, None].to(dev)
@@ -413,7 +420,7 @@ def format_table(report: dict[str, Any]) -> str:
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
         lines += [
             "",
-            f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))}: "
+            f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))} (ICBM152 T1, 1 mm): "
             f"{v['seconds']:.1f} s, peak RSS {peak}",
         ]
     return "\n".join(lines)
