@@ -79,6 +79,7 @@ def segment_image(
     probabilities: str | os.PathLike | None = None,
     probabilities_dtype: str = "float32",
     tta: bool | Sequence[int] = False,
+    amp: bool | None = None,
 ) -> Path:
     """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
     grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
@@ -104,6 +105,9 @@ def segment_image(
         tta: mirroring test-time augmentation (:class:`se_monai.inferers.FlipInferer`): True mirrors over the
             bundle's ``tta_axes`` (the shipped bundle: all three, 8 passes), a list of spatial axes (0, 1, 2 of the
             RAS-resampled image: left-right, posterior-anterior, inferior-superior) over those (2^n passes).
+        amp: mixed precision. None: the bundle's default (float16 autocast on CUDA; bfloat16 on CPUs with AMX,
+            :func:`se_monai.inferers.cpu_bf16_preferred`; float32 otherwise); True: autocast on any CUDA or CPU
+            device; False: float32 throughout.
 
     Returns:
         The label path written.
@@ -140,9 +144,8 @@ def segment_image(
         **({"tta_axes": _axes(tta)} if isinstance(tta, (list, tuple)) else {}),
         "save_probabilities": targets.probabilities is not None,
         "probabilities_ext": _probabilities_ext(targets, probabilities_dtype),
+        **_device_overrides(device, amp),
     }
-    if device is not None:
-        overrides["device"] = f"$torch.device('{device}')"
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=targets.labels.parent) as staging:
         _run_inference(root, staging, overrides)
         labels = _staged(Path(staging), "_seg", overrides["output_ext"])
@@ -176,6 +179,15 @@ _ENGINE_LOGGERS = ("monai.handlers.StatsHandler", "ignite.engine.engine.Supervis
 class _NoErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR
+
+
+def _device_overrides(device: str | None, amp: bool | None) -> dict[str, Any]:
+    """inference.json overrides for :func:`segment_image`'s ``device`` and ``amp`` (none for the defaults)."""
+    overrides: dict[str, Any] = {} if device is None else {"device": f"$torch.device('{device}')"}
+    if amp is not None:
+        on = {"amp": "$@device.type == 'cuda'", "cpu_bf16": "$@device.type == 'cpu'"}
+        overrides |= on if amp else {"amp": False, "cpu_bf16": False}
+    return overrides
 
 
 def _run_inference(root: Path, staging: str, overrides: dict[str, Any]) -> None:

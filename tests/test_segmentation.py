@@ -20,7 +20,7 @@ from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
 
 from se_monai import segmentation, sitk_io
-from se_monai.inferers import FlipInferer, complete_background
+from se_monai.inferers import AutocastInferer, FlipInferer, complete_background, cpu_bf16_preferred
 from se_monai.io import InputError
 from se_monai.segmentation import find_cases, segment_image
 from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers, read_image
@@ -116,10 +116,33 @@ def test_flip_inferer_averages_the_mirrored_softmax_as_a_plain_loop_does():
         FlipInferer(SimpleInferer(), (0, 3))
 
 
+def test_autocast_inferer_runs_the_network_in_bfloat16_and_returns_float32():
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 3, 3, padding=1)
+    x = torch.randn(1, 1, 8, 8, 8)
+    seen = []
+    network.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    off = AutocastInferer(SimpleInferer(), enabled=False)(x, network)
+    assert torch.equal(off, network(x)) and seen[-2:] == [torch.float32, torch.float32]
+    on = AutocastInferer(SimpleInferer())(x, network)
+    assert seen[-1] == torch.bfloat16 and on.dtype == torch.float32
+    error = (on - off).abs().max() / off.abs().max()
+    assert 0 < error < 0.02  # bfloat16 rounding (8-bit significand), not float32's
+
+
+def test_bfloat16_is_the_default_only_on_cpus_with_amx():
+    assert not cpu_bf16_preferred("meta") and not cpu_bf16_preferred(torch.device("cuda:0"))
+    amx = torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported()
+    assert cpu_bf16_preferred("cpu") == amx
+
+
 def test_complete_background_gives_other_the_rest_of_the_probability():
     probabilities = torch.tensor([[0.2, 0.0], [0.5, 0.0], [0.3, 0.0]]).reshape(3, 2, 1, 1)
     completed = complete_background(probabilities)
-    torch.testing.assert_close(completed[:, 0], probabilities[:, 0])  # already summing to one: unchanged
+    assert torch.equal(completed[:, 0], probabilities[:, 0])  # already summing to one: unchanged, bit for bit
+    tie = torch.softmax(torch.tensor([0.77, 0.77, -1.0]), 0).reshape(3, 1, 1, 1)  # argmax: "other" (first)
+    assert 1.0 - tie[1:].sum() < tie[1]  # recomputing "other" would round it below grey matter here
+    assert torch.equal(complete_background(tie), tie) and int(complete_background(tie).argmax(0)) == 0
     torch.testing.assert_close(completed[:, 1].flatten(), torch.tensor([1.0, 0.0, 0.0]))  # masked: "other"
 
 
@@ -149,6 +172,21 @@ def test_probabilities_and_tta_on_a_real_nrrd(t1, tmp_path):
         segment_image(source, tmp_path / "x.mha", probabilities=tmp_path / "x.nrrd", probabilities_dtype="float16")
     with pytest.raises(InputError, match="expected distinct spatial axes"):
         segment_image(source, tmp_path / "x.mha", tta=[0, 0])
+
+
+def test_amp_chooses_the_precision_of_the_bundles_inference(t1, tmp_path):
+    source = tmp_path / "t1.nrrd"
+    sitk.WriteImage(t1, str(source))
+    runs = {}
+    for amp in (None, False, True):
+        probabilities = tmp_path / f"p_{amp}.npz"
+        segment_image(source, tmp_path / f"s_{amp}.nii.gz", progress=False, amp=amp, probabilities=probabilities)
+        runs[amp] = np.load(probabilities)["probabilities"]
+    # the default is float32 or bfloat16 as cpu_bf16_preferred says for this CPU, bit for bit
+    np.testing.assert_array_equal(runs[None], runs[cpu_bf16_preferred("cpu")])
+    difference = np.abs(runs[True] - runs[False]).max()
+    assert 0 < difference < 0.1  # autocast took effect, and it is rounding, not another model
+    assert np.mean(runs[True].argmax(0) == runs[False].argmax(0)) > 0.99
 
 
 def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):

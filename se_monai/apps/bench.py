@@ -12,17 +12,13 @@ throughput each model runs. ``basis_type`` picks SEUNet's basis (the paper's "mu
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import re
 import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,8 +27,10 @@ import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
 from se_monai.apps.compute import multiply_adds
+from se_monai.apps.measure import peak_mb, reset_peak, status_mb, sync, timed
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths, load_icbm152
+from se_monai.inferers import AutocastInferer, cpu_bf16_preferred
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.networks.blocks import SEConvolution, SEOutputBlock
 from se_monai.reference import reference_model
@@ -47,8 +45,6 @@ __all__ = [
     "run",
     "format_table",
 ]
-
-_STATUS = Path("/proc/self/status")
 
 
 class Autocast(nn.Module):
@@ -77,8 +73,9 @@ def _models(
     }
     if amp:
         device_type = torch.device(device).type
-        name = f"SEUNet autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
-        models[name] = Autocast(copy.deepcopy(se), device_type)
+        for base in ("SEUNet", "UNet baseline"):
+            name = f"{base} autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
+            models[name] = Autocast(copy.deepcopy(models[base]), device_type)
     return models
 
 
@@ -92,37 +89,9 @@ def dense_conv_rate(
     x = torch.randn(1, channels, size, size, size, device=dev)
     with torch.no_grad():
         conv(x)
-        seconds = statistics.median(_timed(lambda: conv(x), dev) for _ in range(repeats))
+        seconds = statistics.median(timed(lambda: conv(x), dev) for _ in range(repeats))
     flops = 2.0 * channels * channels * kernel_size**3 * size**3
     return {"seconds": seconds, "gflops": flops / seconds / 1e9}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elif _STATUS.exists():
-        with contextlib.suppress(OSError):  # resets the peak-RSS high-water mark (Linux)
-            Path("/proc/self/clear_refs").write_text("5")
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MiB; None off Linux."""
-    if not _STATUS.exists():
-        return None
-    match = re.search(rf"{field}:\s+(\d+) kB", _STATUS.read_text())
-    return int(match.group(1)) / 1024 if match else None
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    """Peak memory since the last reset: CUDA allocated memory, or the process's peak RSS (MiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return _status_mb("VmHWM")
 
 
 def _in_fresh_process(task: str, **kwargs: Any) -> dict[str, Any]:
@@ -140,19 +109,11 @@ def _train_step_memory(
     net = _models(in_channels, out_channels, amp=True, device=device, basis_type=basis_type)[model].to(dev).train()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
     y = torch.randint(0, out_channels, (1, size, size, size), device=dev)
-    before = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _status_mb("VmRSS")
-    _peak_reset(dev)
+    before = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else status_mb("VmRSS")
+    reset_peak(dev)
     F.cross_entropy(net(x), y).backward()
-    peak = _peak_mb(dev)
+    peak = peak_mb(dev)
     return {"peak_mb": None if peak is None or before is None else peak - before}
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _step_memory(dev: torch.device, spec: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +175,7 @@ def benchmark_models(
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in models}
     for r in range(warmup + repeats):
         for name, (forward, train_step) in steps.items():
-            t_forward, t_step = _timed(forward, dev), _timed(train_step, dev)
+            t_forward, t_step = timed(forward, dev), timed(train_step, dev)
             if r >= warmup:
                 times[name]["forward_s"].append(t_forward)
                 times[name]["train_step_s"].append(t_step)
@@ -268,11 +229,11 @@ def layer_breakdown(
         return name + " (transposed)" if getattr(module, "transposed", False) else name
 
     def before(module: nn.Module, _inputs: Any) -> None:
-        _sync(dev)
+        sync(dev)
         starts[id(module)] = time.perf_counter()
 
     def after(module: nn.Module, _inputs: Any, _output: Any) -> None:
-        _sync(dev)
+        sync(dev)
         current[kind(module)] += time.perf_counter() - starts.pop(id(module))
 
     units: list[nn.Module] = []
@@ -291,7 +252,7 @@ def layer_breakdown(
         net(x)
         for _ in range(repeats):
             current.clear()
-            total = _timed(lambda: net(x), dev)
+            total = timed(lambda: net(x), dev)
             for key, value in current.items():
                 totals[key].append(value)
             totals["whole network"].append(total)
@@ -308,6 +269,7 @@ def benchmark_volume(
     image: torch.Tensor | None = None,
     basis_type: str = "multi",
     crop: bool = True,
+    autocast: bool | None = None,
 ) -> dict[str, Any]:
     """Whole-volume sliding-window inference with the bundle's SEUNet (1 -> 3 channels).
 
@@ -318,10 +280,13 @@ def benchmark_volume(
             inference hands it to its inferer (:func:`se_monai.workflows.bundle_preprocess`: cropped to its non-zero
             voxels with a 4-voxel margin, 153 x 189 x 159, z-scored); with ``crop=False`` the whole 197 x 233 x 189
             box, z-scored over its non-zero voxels (what this measured before 2026-12-03).
+        autocast: bfloat16 (CPU) or float16 (CUDA) autocast; None: as the bundle's inference.json does it
+            (float16 on CUDA, bfloat16 on CPUs with AMX, :func:`se_monai.inferers.cpu_bf16_preferred`).
 
     Returns:
-        ``{"shape": ..., "seconds": wall time, "peak_mb": peak memory}``: on CPU the peak resident set of the whole
-        process (run it in a fresh process for a clean count, as :func:`run` does), on CUDA peak allocated memory.
+        ``{"shape", "seconds" (wall time), "peak_mb", "precision"}``: peak memory on CPU the peak resident set of
+        the whole process (run it in a fresh process for a clean count, as :func:`run` does), on CUDA peak allocated
+        memory; precision "float32", "bfloat16" or "float16".
     """
     dev = torch.device(device)
     if image is None and crop:
@@ -331,11 +296,15 @@ def benchmark_volume(
         image = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std()
     volume = image[None, None].to(dev)
     net = SEUNet(in_channels=1, out_channels=3, basis_type=basis_type).to(dev).eval()
-    inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap)
-    _peak_reset(dev)
+    autocast = dev.type == "cuda" or cpu_bf16_preferred(dev) if autocast is None else autocast
+    dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    windows = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap)
+    inferer = AutocastInferer(windows, enabled=autocast, dtype=dtype)
+    reset_peak(dev)
     with torch.no_grad():
-        seconds = _timed(lambda: inferer(volume, net), dev)
-    return {"shape": list(image.shape), "seconds": seconds, "peak_mb": _peak_mb(dev)}
+        seconds = timed(lambda: inferer(volume, net), dev)
+    precision = str(dtype).removeprefix("torch.") if autocast else "float32"
+    return {"shape": list(image.shape), "seconds": seconds, "peak_mb": peak_mb(dev), "precision": precision}
 
 
 def run(
@@ -381,6 +350,8 @@ def run(
     for name in [n for n in models if n.startswith("SEUNet autocast")]:
         report["ratios"][f"train_step SEUNet / {name}"] = se["train_step_s"] / models[name]["train_step_s"]
         report["ratios"][f"forward SEUNet / {name}"] = se["forward_s"] / models[name]["forward_s"]
+        unet = models[name.replace("SEUNet", "UNet baseline")]["forward_s"]
+        report["ratios"][f"forward {name} / UNet baseline, same"] = models[name]["forward_s"] / unet
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device, basis_type=basis_type)
     if volume:
@@ -421,7 +392,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"whole-volume sliding-window inference {'x'.join(map(str, v['shape']))} (ICBM152 T1, 1 mm): "
-            f"{v['seconds']:.1f} s, peak RSS {peak}",
+            f"{v['seconds']:.1f} s, peak RSS {peak}, {v.get('precision', 'float32')}",
         ]
     return "\n".join(lines)
 

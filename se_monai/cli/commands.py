@@ -58,6 +58,7 @@ def segment(
     probabilities: Any = None,
     probabilities_dtype: str = "float32",
     tta: Any = False,
+    amp: Any = None,
     output_ext: str = ".nii.gz",
 ) -> str:
     """Segment an image (NIfTI, NRRD, MetaImage, DICOM series) or a folder of them; labels on the input's grid.
@@ -83,13 +84,14 @@ def segment(
         probabilities_dtype: float32 or float16.
         tta: mirroring test-time augmentation: --tta over the bundle's axes (shipped: all three, 8 passes, about
             7x the time), --tta [0] over those axes (left-right only: 2 passes); off by default.
+        amp: mixed precision: default float16 on CUDA, bfloat16 on CPUs with AMX; --amp (any CPU), --noamp (float32).
         output_ext: for folders: .nii.gz, .nii, .nrrd or .mha.
 
     Returns:
         The label file or folder written.
     """
     options = {"bundle_dir": bundle_dir, "overlap": overlap, "sw_batch_size": sw_batch_size, "device": device}
-    options |= {"plausibility": plausibility, "probabilities_dtype": probabilities_dtype, "tta": tta}
+    options |= {"plausibility": plausibility, "probabilities_dtype": probabilities_dtype, "tta": tta, "amp": amp}
     if Path(input).is_dir() and not Path(output).name.lower().endswith(OUTPUT_SUFFIXES):
         done = segment_folder(input, output, output_ext, bool(statistics), bool(probabilities), progress, **options)
         print(f"{len(done['written'])} written, {len(done['skipped'])} already there, {len(done['failed'])} failed")
@@ -98,10 +100,8 @@ def segment(
         return str(output)
     options |= {"progress": progress, "series": series, "statistics": statistics, "probabilities": probabilities}
     target = segment_image(input, output, **options)
-    print(f"segmentation written to {target}")
-    for name, path in (("statistics", statistics), ("probabilities", probabilities)):
-        if path is not None:
-            print(f"{name} written to {path}")
+    written = {"segmentation": target, "statistics": statistics, "probabilities": probabilities}
+    print("\n".join(f"{name} written to {path}" for name, path in written.items() if path is not None))
     return str(target)
 
 
