@@ -15,6 +15,7 @@ from se_monai.apps import bench
 from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths
+from se_monai.inferers import cpu_bf16_preferred
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
 from se_monai.workflows import bundle_preprocess
@@ -44,6 +45,10 @@ def test_models_and_ratios_tiny():
 def test_volume_inference_keeps_shape_and_reports_memory():
     result = bench.benchmark_volume(roi_size=16, image=torch.randn(20, 24, 18))
     assert result["shape"] == [20, 24, 18] and result["seconds"] > 0
+    assert result["precision"] == ("bfloat16" if cpu_bf16_preferred("cpu") else "float32")  # as the bundle runs
+    for autocast, precision in ((False, "float32"), (True, "bfloat16")):
+        result = bench.benchmark_volume(roi_size=16, image=torch.randn(20, 24, 18), autocast=autocast)
+        assert result["precision"] == precision
 
 
 def test_whole_volume_input_is_the_bundles_preprocessing_of_the_t1():
@@ -111,6 +116,9 @@ def test_autocast_row_computes_the_same_segmentation():
     report = bench.run(size=16, repeats=1, threads=2, layers=False, volume=False, amp=True, memory=False)
     assert "SEUNet autocast bf16" in report["models"]
     assert report["ratios"]["train_step SEUNet / SEUNet autocast bf16"] > 0
+    unet = report["models"]["UNet baseline autocast bf16"]["forward_s"]
+    ratio = report["ratios"]["forward SEUNet autocast bf16 / UNet baseline, same"]
+    assert ratio == report["models"]["SEUNet autocast bf16"]["forward_s"] / unet
     se = SEUNet(in_channels=4, out_channels=3).eval()
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():
