@@ -117,8 +117,10 @@ def test_autocast_row_computes_the_same_segmentation():
     assert "SEUNet autocast bf16" in report["models"]
     assert report["ratios"]["train_step SEUNet / SEUNet autocast bf16"] > 0
     unet = report["models"]["UNet baseline autocast bf16"]["forward_s"]
-    ratio = report["ratios"]["forward SEUNet autocast bf16 / UNet baseline, same"]
+    ratio = report["ratios"]["forward SEUNet autocast bf16 / UNet baseline autocast bf16"]
     assert ratio == report["models"]["SEUNet autocast bf16"]["forward_s"] / unet
+    rows = [line.split() for line in bench.format_table(report).splitlines() if line.startswith("UNet baseline auto")]
+    assert len(rows) == 1 and rows[0][:4] == ["UNet", "baseline", "autocast", "bf16"]  # the name keeps its own column
     se = SEUNet(in_channels=4, out_channels=3).eval()
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():

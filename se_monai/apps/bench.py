@@ -350,8 +350,8 @@ def run(
     for name in [n for n in models if n.startswith("SEUNet autocast")]:
         report["ratios"][f"train_step SEUNet / {name}"] = se["train_step_s"] / models[name]["train_step_s"]
         report["ratios"][f"forward SEUNet / {name}"] = se["forward_s"] / models[name]["forward_s"]
-        unet = models[name.replace("SEUNet", "UNet baseline")]["forward_s"]
-        report["ratios"][f"forward {name} / UNet baseline, same"] = models[name]["forward_s"] / unet
+        unet = name.replace("SEUNet", "UNet baseline")
+        report["ratios"][f"forward {name} / {unet}"] = models[name]["forward_s"] / models[unet]["forward_s"]
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device, basis_type=basis_type)
     if volume:
@@ -366,26 +366,28 @@ def run(
 def format_table(report: dict[str, Any]) -> str:
     """The report as plain-text tables."""
     cfg = report["config"]
+    width = max(26, *(len(name) + 2 for name in report["models"]))
+    label = max(44, *(len(key) + 2 for key in report["ratios"]))
     lines = [
         f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
         f"basis {cfg.get('basis_type', 'multi')}, "
         f"median of {cfg['repeats']}",
         "",
-        f"{'model':<26}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}{'train step s':>14}{'step MB':>9}",
+        f"{'model':<{width}}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}{'train step s':>14}{'step MB':>9}",
     ]
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
         lines.append(
-            f"{name:<26}{m['params']:>9,.0f}{m['macs_per_voxel']:>11,.0f}{m['forward_s']:>11.3f}"
+            f"{name:<{width}}{m['params']:>9,.0f}{m['macs_per_voxel']:>11,.0f}{m['forward_s']:>11.3f}"
             f"{m['forward_gflops']:>9.1f}{m['train_step_s']:>14.3f}{peak:>9}"
         )
     if "dense_conv3d" in report:
         dense = report["dense_conv3d"]
         lines.append(f"dense conv3d 32->32, 3^3 kernel, 32^3 input: {dense['gflops']:.1f} GFLOP/s (this machine)")
-    lines += ["", "ratios"] + [f"  {k:<44}{v:>7.2f}" for k, v in report["ratios"].items()]
+    lines += ["", "ratios"] + [f"  {k:<{label}}{v:>7.2f}" for k, v in report["ratios"].items()]
     if "layers" in report:
         lines += ["", "SEUNet forward by layer kind (s)"]
-        lines += [f"  {k:<44}{v:>7.3f}" for k, v in report["layers"].items()]
+        lines += [f"  {k:<{label}}{v:>7.3f}" for k, v in report["layers"].items()]
     if "volume" in report:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
