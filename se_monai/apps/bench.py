@@ -373,7 +373,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"basis {cfg.get('basis_type', 'multi')}, "
         f"median of {cfg['repeats']}",
         "",
-        f"{'model':<{width}}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}{'train step s':>14}{'step MB':>9}",
+        f"{'model':<{width}}{'params':>9}{'MAC/voxel':>11}{'forward s':>11}{'GFLOP/s':>9}"
+        f"{'train step s':>14}{'step MB':>9}",
     ]
     for name, m in report["models"].items():
         peak = f"{m['peak_mb']:.0f}" if m["peak_mb"] is not None else "n/a"
