@@ -21,9 +21,9 @@ import onnxruntime
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from se_monai.apps.bench import Autocast
 from se_monai.apps.export import export_onnx
 from se_monai.data import load_icbm152
+from se_monai.inferers import AutocastNetwork
 from se_monai.metrics import label_dice
 from se_monai.workflows import load_bundle_network
 
@@ -54,7 +54,7 @@ def main(threads: int = 2) -> None:
 
     reference, seconds = segment(network)
     rows = [("eager float32 (the bundle's)", seconds, reference, None)]
-    labels, seconds = segment(Autocast(network, "cpu"))
+    labels, seconds = segment(AutocastNetwork(network, "cpu"))
     rows.append(("eager, bfloat16 autocast", seconds, labels, None))
     compiled = torch.compile(network, dynamic=False)
     start = time.perf_counter()

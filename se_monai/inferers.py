@@ -24,6 +24,7 @@ from se_monai.data import acquired_voxels
 __all__ = [
     "FlipInferer",
     "AutocastInferer",
+    "AutocastNetwork",
     "cpu_bf16_preferred",
     "complete_background",
     "SizeAdaptiveSpacingd",
@@ -82,9 +83,31 @@ def cpu_bf16_preferred(device: torch.device | str) -> bool:
     return all(probe is not None and bool(probe()) for probe in probes)
 
 
+class AutocastNetwork(torch.nn.Module):
+    """``net`` run under ``torch.autocast`` (convolutions and matrix products in ``dtype``, reductions and softmax in
+    float32), its output returned in float32.
+
+    Args:
+        net: the network, e.g. SEUNet: ``(B, C_in, D, H, W)`` -> ``(B, C, D, H, W)`` logits.
+        device_type: the autocast device type, ``"cpu"`` or ``"cuda"``.
+        dtype: the autocast dtype; default bfloat16 on CPU, float16 on CUDA.
+    """
+
+    def __init__(self, net: torch.nn.Module, device_type: str, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.net, self.device_type = net, device_type
+        self.dtype = dtype or (torch.float16 if device_type == "cuda" else torch.bfloat16)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.net(x, *args, **kwargs)
+        return out.float()
+
+
 class AutocastInferer(Inferer):
-    """``inferer`` run under ``torch.autocast`` on the input's device (bfloat16 by default: convolutions and matrix
-    products in bfloat16, reductions and softmax in float32), its output returned in float32.
+    """``inferer`` given the network under autocast (:class:`AutocastNetwork`, bfloat16 by default): only the
+    network's calls run in reduced precision; the inferer's own arithmetic (sliding-window blending, the mirror
+    average) stays in float32, as do its outputs.
 
     Args:
         inferer: the inferer to wrap (the bundle's SlidingWindowInferer, or a FlipInferer around it).
@@ -98,10 +121,9 @@ class AutocastInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """``(B, C_in, D, H, W)`` image -> ``inferer``'s ``(B, C, D, H, W)`` output (float32 when enabled)."""
-        if not self.enabled:
-            return self.inferer(inputs, network, *args, **kwargs)
-        with torch.autocast(inputs.device.type, dtype=self.dtype):
-            return self.inferer(inputs, network, *args, **kwargs).float()
+        if self.enabled:
+            network = AutocastNetwork(network, inputs.device.type, self.dtype)
+        return self.inferer(inputs, network, *args, **kwargs)
 
 
 def complete_background(probabilities: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from se_monai.apps import bench
 from se_monai.apps.compute import multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths
-from se_monai.inferers import cpu_bf16_preferred
+from se_monai.inferers import AutocastNetwork, cpu_bf16_preferred
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.reference import reference_model
 from se_monai.workflows import bundle_preprocess
@@ -124,7 +124,7 @@ def test_autocast_row_computes_the_same_segmentation():
     se = SEUNet(in_channels=4, out_channels=3).eval()
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():
-        full, half = se(x), bench.Autocast(se, "cpu")(x)
+        full, half = se(x), AutocastNetwork(se, "cpu")(x)
     assert half.dtype == torch.float32
     assert (full.argmax(1) == half.argmax(1)).float().mean() > 0.95  # bfloat16 rounding flips few voxels
 

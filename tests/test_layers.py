@@ -244,6 +244,23 @@ def test_inference_kernel_cache_follows_weight_changes():
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
+@torch.no_grad()
+def test_the_cached_kernel_is_expanded_in_float32_also_under_autocast():
+    """A first call under bfloat16 autocast must not leave a bfloat16-rounded product of weight and basis in the
+    cache: the cached kernel is float32, a later float32 call gives the oracle's result, and autocast rounds only
+    the finished kernel and the activations."""
+    layer = SESConv_H_H(3, 4, kernel_size=5, effective_size=3, scales=SCALES, padding=2, kernel_padding=False).eval()
+    x = torch.randn(1, 3, len(SCALES), 12, 12, 12)
+    exact = ref.group_conv(x, layer.weight, layer.basis, None, 1, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = layer(x)
+    assert layer._kernel_cache is not None and layer._kernel_cache[1].dtype == torch.float32
+    torch.testing.assert_close(layer(x), exact, **TOL)  # from the kernel cached under autocast
+    rounded = ref.group_conv(x.bfloat16().float(), layer.weight, layer.basis, None, 1, 2)  # the input rounded
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - rounded).abs().max() < 0.01 * exact.abs().max()  # and the kernel and output, once each
+
+
 def test_batch_norm_eval_on_channels_last_layout():
     """The SE convolutions emit (B, D, H, W, S, C) memory order; eval batch norm keeps it and stays exact."""
     norm = SEBatchNorm(3).eval()

@@ -15,12 +15,12 @@ import SimpleITK as sitk
 import torch
 from helpers import assert_same_geometry, write_dicom_series
 from monai.bundle import ConfigParser
-from monai.inferers import SimpleInferer
+from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
 
 from se_monai import segmentation, sitk_io
-from se_monai.inferers import AutocastInferer, FlipInferer, complete_background, cpu_bf16_preferred
+from se_monai.inferers import AutocastInferer, AutocastNetwork, FlipInferer, complete_background, cpu_bf16_preferred
 from se_monai.io import InputError
 from se_monai.segmentation import find_cases, segment_image
 from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers, read_image
@@ -128,6 +128,15 @@ def test_autocast_inferer_runs_the_network_in_bfloat16_and_returns_float32():
     assert seen[-1] == torch.bfloat16 and on.dtype == torch.float32
     error = (on - off).abs().max() / off.abs().max()
     assert 0 < error < 0.02  # bfloat16 rounding (8-bit significand), not float32's
+    # only the network's calls are autocast: the windows are blended in float32, as bfloat16 windows would be
+    windows = SlidingWindowInferer((8, 8, 8), overlap=0.5, mode="gaussian")
+    x = torch.randn(1, 1, 20, 16, 12)
+    blended = AutocastInferer(windows)(x, network)
+    assert blended.dtype == torch.float32 and torch.equal(blended, windows(x, AutocastNetwork(network, "cpu")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        everything = windows(x, network).float()  # the blending in bfloat16 too: coarser
+    full = windows(x, network)
+    assert (blended - full).abs().max() < (everything - full).abs().max()
 
 
 def test_bfloat16_is_the_default_only_on_cpus_with_amx():

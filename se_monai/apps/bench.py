@@ -30,14 +30,13 @@ from se_monai.apps.compute import multiply_adds
 from se_monai.apps.measure import peak_mb, reset_peak, status_mb, sync, timed
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths, load_icbm152
-from se_monai.inferers import AutocastInferer, cpu_bf16_preferred
+from se_monai.inferers import AutocastInferer, AutocastNetwork, cpu_bf16_preferred
 from se_monai.networks import SEUNet, paper_baseline_unet
 from se_monai.networks.blocks import SEConvolution, SEOutputBlock
 from se_monai.reference import reference_model
 from se_monai.workflows import bundle_preprocess
 
 __all__ = [
-    "Autocast",
     "dense_conv_rate",
     "benchmark_models",
     "layer_breakdown",
@@ -45,20 +44,6 @@ __all__ = [
     "run",
     "format_table",
 ]
-
-
-class Autocast(nn.Module):
-    """A network run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA), returning float32 logits."""
-
-    def __init__(self, net: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.net = net
-        self.device_type = device_type
-        self.dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(x).float()
 
 
 def _models(
@@ -75,7 +60,7 @@ def _models(
         device_type = torch.device(device).type
         for base in ("SEUNet", "UNet baseline"):
             name = f"{base} autocast {'fp16' if device_type == 'cuda' else 'bf16'}"
-            models[name] = Autocast(copy.deepcopy(models[base]), device_type)
+            models[name] = AutocastNetwork(copy.deepcopy(models[base]), device_type)
     return models
 
 
