@@ -259,6 +259,8 @@ def test_the_cached_kernel_is_expanded_in_float32_also_under_autocast():
     rounded = ref.group_conv(x.bfloat16().float(), layer.weight, layer.basis, None, 1, 2)  # the input rounded
     assert half.dtype == torch.bfloat16
     assert (half.float() - rounded).abs().max() < 0.01 * exact.abs().max()  # and the kernel and output, once each
+    meta = SESConv_H_H(3, 4, kernel_size=5, effective_size=3, scales=SCALES, padding=2).to("meta").eval()
+    assert meta(x.to("meta")).shape == exact.shape  # shape inference on the meta device, which has no autocast
 
 
 def test_batch_norm_eval_on_channels_last_layout():

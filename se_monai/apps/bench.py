@@ -351,8 +351,8 @@ def run(
 def format_table(report: dict[str, Any]) -> str:
     """The report as plain-text tables."""
     cfg = report["config"]
-    width = max(26, *(len(name) + 2 for name in report["models"]))
-    label = max(44, *(len(key) + 2 for key in report["ratios"]))
+    width = max([26] + [len(name) + 2 for name in report["models"]])
+    label = max([44] + [len(key) + 2 for key in report["ratios"]])
     lines = [
         f"input 1x4x{cfg['size']}^3, {cfg['device']}, {cfg['threads']} threads, torch {cfg['torch']}, "
         f"basis {cfg.get('basis_type', 'multi')}, "

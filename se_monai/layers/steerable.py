@@ -124,18 +124,21 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
 
     @torch.jit.unused
     def _prepared_kernel(self, form: str, scale: torch.Tensor | None = None) -> torch.Tensor:
-        # In the weight's dtype also under autocast, which would round weight and basis to bfloat16 (float16)
-        # before their product and the batch-norm scale after it, and leave that in the cache for float32 calls;
-        # autocast casts the finished kernel once, at the convolution.
-        with torch.autocast(self.weight.device.type, enabled=False):
-            kernel = self.expanded_kernel()
-            if scale is not None:
-                kernel = self._output_scaled(kernel, scale)
-            if form == "blocked":
-                kernel = space_to_depth.blocked_kernel(kernel, self.groups)
-            elif form == "sub_pixel":
-                kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
-            return kernel.contiguous(memory_format=torch.channels_last_3d)
+        device = self.weight.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            # in the weight's dtype: autocast would round weight and basis to bfloat16 (float16) before their
+            # product and the batch-norm scale after it, and the cache would keep that for float32 calls; autocast
+            # casts the finished kernel once, at the convolution
+            with torch.autocast(device, enabled=False):
+                return self._prepared_kernel(form, scale)
+        kernel = self.expanded_kernel()
+        if scale is not None:
+            kernel = self._output_scaled(kernel, scale)
+        if form == "blocked":
+            kernel = space_to_depth.blocked_kernel(kernel, self.groups)
+        elif form == "sub_pixel":
+            kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
+        return kernel.contiguous(memory_format=torch.channels_last_3d)
 
     def _output_scaled(self, kernel: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """:meth:`expanded_kernel` with output channel c' of every scale multiplied by ``scale[c']``."""
