@@ -60,15 +60,17 @@ CASES = {
     "INIA19 macaque, 0.5 mm": ("mricron", "inia19-t1-brain.nii.gz", "macaque, INIA19 space"),
 }
 INIA19_ATLAS = "inia19-NeuroMaps.nii.gz"
+#: The volume (mL) of the voxels INIA19_ATLAS labels, as main measures it (and checks) on mricron-data's copy.
+INIA19_ATLAS_ML = 100.2
 #: Published norms (mL): adult human grey and white matter (issue 13) in a brain's own space; in MNI space (Colin27,
 #: linearly registered to MNI305, which enlarges brains) only their ratio is comparable, 550 / 600 to 800 / 400;
 #: the INIA19 template, like Colin27 a population average in a space of its own, holds more brain than the rhesus
 #: literature's sex means (whole brain on MRI 70.8-89.2 mL, Franklin et al., Brain Research 2000): its NeuroMaps atlas
-#: labels 100.2 mL (printed by main), so grey + white matter is compared with that volume, within 10 %.
+#: labels INIA19_ATLAS_ML, so grey + white matter is compared with that volume, within 10 %.
 NORMS = {
     "human": {"grey matter": (550, 800), "white matter": (400, 600)},
     "human, MNI space": {"grey matter / white matter": (550 / 600, 800 / 400)},
-    "macaque, INIA19 space": {"grey matter + white matter": (0.9 * 100.2, 1.1 * 100.2)},
+    "macaque, INIA19 space": {"grey matter + white matter": (0.9 * INIA19_ATLAS_ML, 1.1 * INIA19_ATLAS_ML)},
 }
 SHIPPED_RULES = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())["plausibility"]
 NAMES = {"1": "grey matter", "2": "white matter"}
@@ -193,6 +195,8 @@ def main(
     atlas = nib.load(str(folders["mricron"] / INIA19_ATLAS))
     labelled = class_volumes(np.asarray(atlas.dataobj) > 0, atlas.affine, {"1": "brain"})["brain"]
     print(f"INIA19's NeuroMaps atlas labels {labelled:.1f} mL")
+    if round(labelled, 1) != INIA19_ATLAS_ML:
+        raise SystemExit(f"{INIA19_ATLAS}: labels {labelled:.1f} mL, not the {INIA19_ATLAS_ML} mL of INIA19's norm")
     bundles = bundles or {"shipped": None}
     print(
         "| model | brain | zoom | grey matter (mL) | white matter (mL) | within norms | plausibility | atlas GM as GM "
