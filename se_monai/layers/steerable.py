@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from se_monai.bases import BasisSpec
 from se_monai.layers.common import IntOr3, tracing, triple
-from se_monai.ops import channels_last, space_to_depth
+from se_monai.ops import channels_last, onednn, space_to_depth
 
 __all__ = ["SteerableConv"]
 
@@ -204,6 +204,18 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         per_group_out = self.num_scales * self.out_channels // self.groups
         return space_to_depth.worth_blocking(x, self.kernel_size, x.shape[1] // self.groups, per_group_out)
 
+    def _sub_pixel(self, x: torch.Tensor) -> bool:
+        """Whether this call runs a stride-2 transposed convolution in sub-pixel form: in inference on CPU, where
+        oneDNN's convolution at the input's resolution and the depth-to-space copy beat its transposed convolution
+        (docs/performance.md); not under autograd, whose backward of that form is slower."""
+        return (
+            self.transposed
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not tracing()
+            and self.blocks_without_copies()
+        )
+
     def _conv(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One (transposed) 3-D convolution of all scales, returning ``(B, C', S, D', H', W')``.
 
@@ -219,11 +231,15 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         scale = None if affine is None else affine[0]
         if torch.jit.is_scripting():
             return self._direct_conv(x, self._kernel(), bias)
+        stacked = bias.repeat(self.num_scales) if bias is not None else None  # shared across scales
         if self._blocked(x):
-            stacked = bias.repeat(self.num_scales) if bias is not None else None  # shared across scales
             return self._to_group(
                 space_to_depth.blocked_conv3d(x, self._kernel("blocked", scale), stacked, self.groups)
             )
+        if self._sub_pixel(x):
+            kernel = self._kernel("sub_pixel", scale)
+            blocked_bias = None if stacked is None else stacked.repeat_interleave(8)
+            return self._to_group(space_to_depth.from_blocks(onednn.conv3d(x, kernel, blocked_bias, self.groups)))
         return self._direct_conv(x, self._kernel("direct", scale), bias)
 
     def _direct_conv(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -8,14 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.convutils import same_padding, stride_minus_kernel_padding
+from monai.networks.layers.simplelayers import SkipConnection
 
 from se_monai.bases import BasisSpec
 from se_monai.layers import SEBatchNorm, SEDropout, SESConv_H_H, SESConv_H_H_1x1, SESConv_Z3_H, SESProjection_H_Z3
 from se_monai.layers.common import tracing
 from se_monai.networks.factories import activation, se_norm
-from se_monai.ops import space_to_depth
+from se_monai.ops import channels_last, onednn, space_to_depth
 
-__all__ = ["SEConvolution", "SEResidualUnit", "SEOutputBlock"]
+__all__ = ["SEConvolution", "SEResidualUnit", "SEOutputBlock", "SESkipConnection"]
 
 
 class _InferencePath(nn.Sequential):
@@ -205,6 +206,27 @@ class SEResidualUnit(nn.Module):
         return self.conv(x) + self.residual(x)
 
 
+class SESkipConnection(SkipConnection):
+    """MONAI's ``SkipConnection`` in "cat" mode over dim 1 (the channels of ``(B, C, S, D, H, W)`` feature maps,
+    :mod:`se_monai.layers`), writing the concatenation in the ``(B, D, H, W, S, C)`` memory order that the next SE
+    convolution reads without a copy (:func:`se_monai.ops.channels_last.cat_channels`); the same children and
+    state-dict keys as ``SkipConnection(submodule)``.
+    """
+
+    def __init__(self, submodule: nn.Module) -> None:
+        super().__init__(submodule, dim=1, mode="cat")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.submodule(x)
+        if torch.jit.is_scripting() or x.dim() != 6:
+            return torch.cat([x, y], dim=1)
+        return self._cat(x, y)
+
+    @torch.jit.unused
+    def _cat(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return channels_last.cat_channels([x, y])
+
+
 #: Activations applied voxel by voxel and channel by channel alike, which may run on a blocked feature map.
 _POINTWISE = (nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
@@ -260,17 +282,31 @@ class SEOutputBlock(_InferencePath):
 
     def _blocked_forward(self, x: torch.Tensor) -> torch.Tensor:
         up, unit = self[0][0], self[0][1]
-        conv = unit.conv[0].conv
         affine = up.norm._inference_affine() if "norm" in up._modules else None
-        kernel, bias = up.conv.blocked_parameters(affine)
-        grouped = up.conv._grouped_input(x).contiguous(memory_format=torch.channels_last_3d)
-        h = F.conv3d(grouped, kernel, bias, 1, kernel.shape[-1] // 2, 1, up.conv.groups)  # (B, 8 S C', D, H, W)
-        for name, module in up._modules.items():
-            if name not in ("conv", "norm", "dropout"):  # dropout is the identity in eval mode
+        up_kernel, up_bias = up.conv.blocked_parameters(affine)  # sub-pixel form: blocked output, (S * 8 C', C)
+        kernel, bias = unit.conv[0].conv.blocked_parameters()  # (S * 8 C', 8 C')
+        acts = [m for name, m in up._modules.items() if name not in ("conv", "norm", "dropout")]
+        grouped = up.conv._grouped_input(x)  # (B, S * C, D, H, W); dropout is the identity in eval mode
+        scales = up.conv.groups
+        inputs, outputs = grouped.shape[1] // scales, kernel.shape[0] // scales
+        result = None
+        # scale by scale: each scale's maps (8 C' channels) stay in cache, where all scales at once (8 S C') did not
+        for s in range(scales):
+            part = slice(s * outputs, (s + 1) * outputs)
+            h = onednn.conv3d(grouped[:, s * inputs : (s + 1) * inputs], up_kernel[part], _part(up_bias, part))
+            for module in acts:
                 h = F.silu(h, inplace=True) if type(module) is nn.SiLU else module(h)
-        kernel, bias = conv.blocked_parameters()
-        y = F.conv3d(h, kernel, bias, 1, kernel.shape[-1] // 2, 1, conv.groups).add_(h)
-        b, _, d, hh, w = y.shape
-        rows = y.permute(0, 2, 3, 4, 1).reshape(b, d, hh, w, conv.num_scales, -1)  # channels (S, C', 8)
-        projected = rows.amax(dim=4) if self[1].projection_type == "max" else rows.mean(dim=4)
-        return space_to_depth.from_blocks(projected.permute(0, 4, 1, 2, 3))
+            y = onednn.conv3d(h, kernel[part], _part(bias, part)).add_(h)  # the residual unit, channels (C', 8)
+            if result is None:
+                result = y.float() if y.dtype in (torch.bfloat16, torch.float16) else y
+            elif self[1].projection_type == "max":
+                torch.maximum(result, y, out=result)
+            else:
+                result.add_(y)
+        if self[1].projection_type != "max":
+            result.div_(scales)
+        return space_to_depth.from_blocks(result, torch.contiguous_format)
+
+
+def _part(bias: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if bias is None else bias[part]

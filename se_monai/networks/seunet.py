@@ -8,11 +8,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.layers.simplelayers import SkipConnection
 
 from se_monai.bases import DEFAULT_MAX_ORDER, DEFAULT_MULT, BasisSpec
 from se_monai.layers import PROJECTIONS, SESProjection_H_Z3
-from se_monai.networks.blocks import SEConvolution, SEOutputBlock, SEResidualUnit
+from se_monai.networks.blocks import SEConvolution, SEOutputBlock, SEResidualUnit, SESkipConnection
 
 __all__ = ["SEUNet", "PAPER_SCALES"]
 
@@ -141,7 +140,7 @@ class SEUNet(nn.Module):
         up = self._up_layer(upc, outc, s, is_top)
         if is_top:
             up = SEOutputBlock(up, SESProjection_H_Z3(self.projection))
-        return nn.Sequential(down, SkipConnection(subblock), up)
+        return nn.Sequential(down, SESkipConnection(subblock), up)
 
     def _down_layer(self, inc: int, outc: int, strides: int, is_top: bool) -> nn.Module:
         spec = self._down_spec

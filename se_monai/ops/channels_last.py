@@ -13,9 +13,11 @@ Batch normalisation (Ioffe and Szegedy, ICML 2015) is computed here with its usu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["channel_matrix", "add_bias", "affine", "batch_norm"]
+__all__ = ["channel_matrix", "add_bias", "affine", "batch_norm", "cat_channels"]
 
 #: Rows read at a time (the largest power of two up to this that divides N).
 _MAX_ROWS = 16
@@ -110,3 +112,27 @@ def batch_norm(
         and biased variance per column (for running estimates; not differentiable).
     """
     return _BatchNorm.apply(matrix, weight, bias, eps)
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` of ``(B, C_i, S, D, H, W)`` feature maps, the result laid out as
+    ``(B, D, H, W, S, C)`` in memory, the order the SE convolutions read without a copy (``torch.cat`` writes a 6-D
+    result in the standard layout, which the next convolution then copies: 9.5 ms against 1.5 ms for SEUNet's top
+    skip connection at 96^3, docs/performance.md); differentiable.
+
+    Raises:
+        ValueError: the tensors are not 6-D or differ in any axis but 1.
+    """
+    if any(t.dim() != 6 or t.shape[:1] + t.shape[2:] != tensors[0].shape[:1] + tensors[0].shape[2:] for t in tensors):
+        raise ValueError(
+            f"cat_channels needs 6-D tensors equal in every axis but 1, got {[list(t.shape) for t in tensors]}"
+        )
+    b, _, s, d, h, w = tensors[0].shape
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    total = sum(t.shape[1] for t in tensors)
+    out = torch.empty(b, d, h, w, s, total, dtype=dtype, device=tensors[0].device).permute(0, 5, 4, 1, 2, 3)
+    start = 0
+    for t in tensors:
+        out[:, start : start + t.shape[1]] = t
+        start += t.shape[1]
+    return out

@@ -1,0 +1,122 @@
+"""Inference-only forms of the SE layers on CPU (sub-pixel transposed convolutions, oneDNN's convolution whatever
+torch's size heuristic, the skip connection written in the convolutions' layout) against the reference formulation
+and torch's own operations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import se_monai.reference as ref
+from se_monai.layers import SESConv_H_H, SESConv_Z3_H
+from se_monai.networks import SEUNet
+from se_monai.networks.blocks import SESkipConnection
+from se_monai.ops import channels_last, onednn, space_to_depth
+
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+SCALES = [1.0, 0.9, 0.81]
+
+
+@pytest.fixture
+def sub_pixel_calls(monkeypatch):
+    """Counts the depth-to-space rearrangements of sub-pixel convolutions."""
+    calls = []
+    original = space_to_depth.from_blocks
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(space_to_depth, "from_blocks", counting)
+    return calls
+
+
+@pytest.mark.parametrize("lifting", [True, False])
+@pytest.mark.parametrize("kernel_size,scale_size,bias", [(5, 1, True), (3, 2, False), (7, 1, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transposed_conv_in_sub_pixel_form_equals_reference(
+    lifting, kernel_size, scale_size, bias, dtype, sub_pixel_calls
+):
+    """In inference a stride-2 transposed SE convolution runs as a stride-1 convolution at the input's resolution
+    (sub-pixel form) and equals the reference's transposed convolution; with autograd on it runs directly."""
+    common = {"kernel_size": kernel_size, "effective_size": 2, "scales": SCALES, "stride": 2, "bias": bias}
+    common |= {"padding": kernel_size // 2, "output_padding": 1, "transposed": True, "kernel_padding": False}
+    if lifting:
+        layer = SESConv_Z3_H(3, 2, **common)
+        x = torch.randn(2, 3, 5, 4, 3, dtype=dtype)
+        oracle = ref.lifting_conv
+    else:
+        layer = SESConv_H_H(3, 2, scale_size=scale_size, **common)
+        x = torch.randn(2, 3, len(SCALES), 5, 4, 3, dtype=dtype)
+        oracle = ref.group_conv
+    layer = layer.to(dtype).eval()
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    expected = oracle(x, layer.weight, layer.basis, layer.bias, 2, kernel_size // 2, True, 1)
+    assert expected.shape[-3:] == (10, 8, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected.detach(), **TOL)
+    assert len(sub_pixel_calls) == 1
+    with torch.enable_grad():
+        torch.testing.assert_close(layer(x), expected, **TOL)
+    assert len(sub_pixel_calls) == 1
+
+
+@pytest.mark.parametrize("groups,in_per_group,out_per_group,kernel_size", [(1, 8, 24, 3), (4, 8, 24, 3), (2, 3, 5, 5)])
+def test_onednn_conv3d_equals_conv3d(groups, in_per_group, out_per_group, kernel_size):
+    """oneDNN's convolution where torch would take its im2col path (8 channels, 3^3 kernel, a batch of one), in
+    float32, float64 (torch's own convolution) and under bfloat16 autocast (bfloat16 result, as conv3d's)."""
+    x = torch.randn(1, groups * in_per_group, 8, 6, 10)
+    weight = torch.randn(groups * out_per_group, in_per_group, *(kernel_size,) * 3)
+    bias = torch.randn(groups * out_per_group)
+    for dtype in (torch.float32, torch.float64):
+        args = (x.to(dtype), weight.to(dtype), bias.to(dtype))
+        expected = F.conv3d(*args, 1, kernel_size // 2, 1, groups)
+        torch.testing.assert_close(onednn.conv3d(*args, groups), expected, **TOL)
+    torch.testing.assert_close(
+        onednn.conv3d(x, weight, None, groups), F.conv3d(x, weight, None, 1, kernel_size // 2, 1, groups), **TOL
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = onednn.conv3d(x, weight, bias, groups)
+        same = F.conv3d(x, weight, bias, 1, kernel_size // 2, 1, groups)
+    assert low.dtype == same.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), same.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_from_blocks_in_the_standard_layout():
+    blocks = torch.randn(2, 24, 3, 2, 4, dtype=torch.double, requires_grad=True)
+    standard = space_to_depth.from_blocks(blocks, torch.contiguous_format)
+    assert standard.is_contiguous()
+    assert torch.equal(standard, space_to_depth.from_blocks(blocks))
+    assert torch.equal(space_to_depth.to_blocks(standard), blocks)
+    assert torch.autograd.gradcheck(lambda y: space_to_depth.from_blocks(y, torch.contiguous_format), (blocks,))
+
+
+def test_cat_channels_equals_cat_in_the_convolutions_layout():
+    a = torch.randn(2, 3, 4, 5, 6, 2, dtype=torch.double, requires_grad=True)
+    b = torch.randn(2, 5, 4, 5, 6, 2, dtype=torch.double).permute(0, 1, 2, 3, 4, 5).requires_grad_(True)
+    out = channels_last.cat_channels([a, b])
+    assert torch.equal(out, torch.cat([a, b], dim=1))
+    assert channels_last.channel_matrix(out) is not None  # (B, D, H, W, S, C) in memory: no copy for the next layer
+    assert torch.autograd.gradcheck(lambda u, v: channels_last.cat_channels([u, v]), (a, b))
+    assert channels_last.cat_channels([a, b.float()]).dtype == torch.double
+    with pytest.raises(ValueError, match="equal in every axis but 1"):
+        channels_last.cat_channels([a, b[:, :, :3]])
+
+
+def test_seunet_skip_connections_keep_monai_keys_and_values():
+    """SEUNet's skip connections have MONAI's SkipConnection keys, so checkpoints port over, and concatenate as
+    torch.cat does, also for 5-D inputs and under TorchScript."""
+    from monai.networks.layers.simplelayers import SkipConnection
+
+    net = SEUNet(in_channels=1, out_channels=2, channels=(2, 4), strides=(2,), basis_type="disco")
+    skips = [m for m in net.modules() if isinstance(m, SESkipConnection)]
+    assert len(skips) == 1 and isinstance(skips[0], SkipConnection)
+    plain = SkipConnection(skips[0].submodule)
+    assert list(plain.state_dict()) == list(skips[0].state_dict())
+    x = torch.randn(1, 2, 4, 4, 4, 4)  # (B, C, S, D, H, W)
+    with torch.no_grad():
+        torch.testing.assert_close(skips[0](x), plain(x))
+    identity = SESkipConnection(torch.nn.Identity())
+    volume = torch.randn(1, 2, 4, 4, 4)
+    assert torch.equal(identity(volume), torch.cat([volume, volume], dim=1))
+    assert torch.equal(torch.jit.script(identity)(x), torch.cat([x, x], dim=1))
