@@ -82,6 +82,10 @@ def blocked_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
         ``(G * Co * 8, Ci * 8, k', k', k')``: output channel ``(g, o, b1, b2, b3)``, input channel
         ``(i, a1, a2, a3)`` within group g, as :func:`to_blocks` and :func:`from_blocks` order them.
     """
+    return _rearranged(kernel, _index("blocked", tuple(kernel.shape), groups, kernel.device))
+
+
+def _blocked_einsum(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     out_channels, in_channels, k = kernel.shape[0], kernel.shape[1], kernel.shape[2]
     m = axis_map(k).to(device=kernel.device, dtype=kernel.dtype)
     per_group = kernel.reshape(groups, out_channels // groups, in_channels, k, k, k)
@@ -119,12 +123,35 @@ def sub_pixel_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     Returns:
         ``(G * Co * 8, Ci, k', k', k')``: output channel ``(g, o, b1, b2, b3)``, the order of :func:`to_blocks`.
     """
+    return _rearranged(kernel, _index("sub_pixel", tuple(kernel.shape), groups, kernel.device))
+
+
+def _sub_pixel_einsum(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     in_channels, out_channels, k = kernel.shape[0], kernel.shape[1], kernel.shape[2]
     m = sub_pixel_map(k).to(device=kernel.device, dtype=kernel.dtype)
     per_group = kernel.reshape(groups, in_channels // groups, out_channels, k, k, k)
     blocked = torch.einsum("giotuv,pxt,qyu,rzv->gopqrixyz", per_group, m, m, m)
     size = m.shape[1]
     return blocked.reshape(groups * out_channels * 8, in_channels // groups, size, size, size)
+
+
+@functools.lru_cache(maxsize=64)
+def _index(form: str, shape: tuple[int, ...], groups: int, device: torch.device) -> torch.Tensor:
+    """Where each entry of the rearranged kernel (``form`` "blocked" or "sub_pixel", memory order ``(O, k', k', k',
+    I)``) comes from in the flattened kernel of ``shape``, or ``prod(shape)`` (a zero) for taps outside it: the
+    rearrangement applied once, in float64, to the kernel whose entries count 1, 2, 3, ... Every entry of the
+    rearranged kernel is one tap of the kernel or zero (the 0/1 maps above have one 1 per row), so gathering by this
+    index equals the einsum, at a fraction of its cost for the cached inference kernels (docs/performance.md)."""
+    count = torch.arange(1, math.prod(shape) + 1, dtype=torch.float64).reshape(shape)
+    rearranged = (_blocked_einsum if form == "blocked" else _sub_pixel_einsum)(count, groups)
+    index = rearranged.permute(0, 2, 3, 4, 1).round().long() - 1
+    return torch.where(index < 0, math.prod(shape), index).contiguous().to(device)
+
+
+def _rearranged(kernel: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``kernel`` gathered by :func:`_index`, as ``(O, I, k', k', k')`` channels-last; differentiable."""
+    flat = torch.cat([kernel.reshape(-1), kernel.new_zeros(1)])
+    return flat[index].permute(0, 4, 1, 2, 3)
 
 
 def _sub_voxel_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
