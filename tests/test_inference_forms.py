@@ -120,3 +120,37 @@ def test_seunet_skip_connections_keep_monai_keys_and_values():
     volume = torch.randn(1, 2, 4, 4, 4)
     assert torch.equal(identity(volume), torch.cat([volume, volume], dim=1))
     assert torch.equal(torch.jit.script(identity)(x), torch.cat([x, x], dim=1))
+
+
+def _hw_blocks(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, 4 C, D, H/2, W/2), channel (c, a2, a3): H and W in 2 x 2 blocks, written out."""
+    b, c, d, h, w = x.shape
+    return x.reshape(b, c, d, h // 2, 2, w // 2, 2).permute(0, 1, 4, 6, 2, 3, 5).reshape(b, 4 * c, d, h // 2, w // 2)
+
+
+@pytest.mark.parametrize("kernel_size,groups", [(5, 4), (3, 1), (7, 2)])
+def test_blocked_kernel_with_only_h_and_w_blocked_equals_conv3d(kernel_size, groups):
+    x = torch.randn(2, groups * 3, 5, 6, 8, dtype=torch.double)
+    kernel = torch.randn(groups * 2, 3, *(kernel_size,) * 3, dtype=torch.double)
+    expected = F.conv3d(x, kernel, None, 1, kernel_size // 2, 1, groups)
+    blocked = space_to_depth.blocked_kernel(kernel, groups, depth=False)
+    assert blocked.shape[-3:] == (kernel_size,) + (space_to_depth.blocked_size(kernel_size),) * 2
+    y = onednn.conv3d(_hw_blocks(x), blocked, None, groups)
+    torch.testing.assert_close(y, _hw_blocks(expected))
+    assert space_to_depth.from_hw_blocks(y).is_contiguous()
+    torch.testing.assert_close(space_to_depth.from_hw_blocks(y), expected)
+
+
+def test_depth_major_rows_unblock_to_the_h_and_w_blocked_layout():
+    """A blocked map whose channels are ordered (b1, c, b2, b3), as a depth-major kernel makes them, becomes the
+    H and W blocked map with the depth axis at full resolution."""
+    x = torch.randn(1, 3, 6, 4, 8)
+    blocks = space_to_depth.to_blocks(x)  # channels (c, b1, b2, b3)
+    rows = space_to_depth.depth_major(blocks.transpose(0, 1)).transpose(0, 1)  # the channel axis reordered
+    assert torch.equal(
+        space_to_depth.depth_major(torch.arange(16.0)),
+        torch.tensor([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15.0]),
+    )
+    unblocked = space_to_depth.unblock_depth(rows.contiguous(memory_format=torch.channels_last_3d))
+    assert torch.equal(unblocked, _hw_blocks(x))
+    assert unblocked.is_contiguous(memory_format=torch.channels_last_3d)

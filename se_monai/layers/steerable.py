@@ -95,9 +95,9 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
 
     def _kernel(self, form: str = "direct", scale: torch.Tensor | None = None) -> torch.Tensor:
         """The expanded kernel, channels-last, in ``form`` "direct", "blocked" (space-to-depth form of a stride-1
-        convolution) or "sub_pixel" (of a stride-2 transposed one; :mod:`se_monai.ops.space_to_depth`), its output
-        channels multiplied by ``scale`` ``(C',)`` when given; in inference (no autograd) cached until the weights or
-        ``scale`` change.
+        convolution; "blocked_hw" with H and W blocked only) or "sub_pixel" (of a stride-2 transposed one;
+        :mod:`se_monai.ops.space_to_depth`), its output channels multiplied by ``scale`` ``(C',)`` when given; in
+        inference (no autograd) cached until the weights or ``scale`` change.
 
         The cache is keyed on the version counters and storage of ``weight`` and ``basis`` and on the values of
         ``scale``, so an optimiser step, ``load_state_dict``, ``.to()`` or new batch-norm statistics invalidate it.
@@ -134,8 +134,8 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         kernel = self.expanded_kernel()
         if scale is not None:
             kernel = self._output_scaled(kernel, scale)
-        if form == "blocked":
-            kernel = space_to_depth.blocked_kernel(kernel, self.groups)
+        if form in ("blocked", "blocked_hw"):
+            kernel = space_to_depth.blocked_kernel(kernel, self.groups, depth=form == "blocked")
         elif form == "sub_pixel":
             kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
         return kernel.contiguous(memory_format=torch.channels_last_3d)
@@ -160,14 +160,15 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
 
     @torch.jit.unused
     def blocked_parameters(
-        self, affine: tuple[torch.Tensor, torch.Tensor] | None = None
+        self, affine: tuple[torch.Tensor, torch.Tensor] | None = None, depth: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Kernel and bias of this layer for feature maps kept in blocked layout (:func:`se_monai.ops.space_to_depth.
         to_blocks` of the ``(B, S * C, D, H, W)`` input of the convolution), for a caller that chains layers
         without rearranging between them (:class:`~se_monai.networks.blocks.SEOutputBlock`): a stride-1 "same"
         convolution in blocked form (``blocked_kernel``), a stride-2 transposed one in sub-pixel form
-        (``sub_pixel_kernel``: blocked output at the input's resolution). ``affine`` as in :meth:`forward_affine`.
-        Cached as :meth:`_kernel` is.
+        (``sub_pixel_kernel``: blocked output at the input's resolution). ``affine`` as in :meth:`forward_affine`;
+        ``depth=False`` (stride 1 only) blocks H and W only (``blocked_kernel(..., depth=False)``). Cached as
+        :meth:`_kernel` is.
 
         Raises:
             ValueError: any other geometry (see :meth:`blocks_without_copies`).
@@ -175,10 +176,11 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         if not self.blocks_without_copies():
             raise ValueError(f"{type(self).__name__} {self.extra_repr()} has no blocked form")
         bias = self._folded_bias(affine)
-        stacked = None if bias is None else bias.repeat(self.num_scales).repeat_interleave(8)
-        return self._kernel(
-            "sub_pixel" if self.transposed else "blocked", None if affine is None else affine[0]
-        ), stacked
+        form = "sub_pixel" if self.transposed else ("blocked" if depth else "blocked_hw")
+        stacked = (
+            None if bias is None else bias.repeat(self.num_scales).repeat_interleave(4 if form == "blocked_hw" else 8)
+        )
+        return self._kernel(form, None if affine is None else affine[0]), stacked
 
     def _folded_bias(self, affine: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
         """The bias ``(C',)`` of ``forward(x) * scale + shift`` for ``affine`` = (scale, shift), else the layer's."""

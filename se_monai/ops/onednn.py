@@ -19,21 +19,22 @@ _DTYPES = (torch.float32, torch.bfloat16)
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1) -> torch.Tensor:
-    """``torch.nn.functional.conv3d(x, weight, bias, stride=1, padding=k // 2, groups=groups)`` for an odd kernel k.
+    """``torch.nn.functional.conv3d(x, weight, bias, stride=1, padding=(kd // 2, kh // 2, kw // 2), groups=groups)``
+    for an odd kernel ``(kd, kh, kw)``.
 
     On CPU, for float32 and bfloat16 (also under CPU autocast, which casts the arguments to its dtype as it does for
     ``conv3d``), oneDNN's convolution with channels-last input and weight; elsewhere ``conv3d`` itself.
 
     Args:
         x: ``(B, G * Ci, D, H, W)``.
-        weight: ``(G * Co, Ci, k, k, k)``, k odd.
+        weight: ``(G * Co, Ci, kd, kh, kw)``, odd sizes.
         bias: ``(G * Co,)`` or None.
         groups: G.
 
     Returns:
         ``(B, G * Co, D, H, W)``, channels-last on CPU.
     """
-    padding = weight.shape[-1] // 2
+    padding = [size // 2 for size in weight.shape[2:]]
     if x.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return F.conv3d(x, weight, bias, 1, padding, 1, groups)
     if torch.is_autocast_enabled("cpu"):
@@ -47,7 +48,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gro
         x.contiguous(memory_format=layout),
         weight.contiguous(memory_format=layout),
         bias,
-        [padding] * 3,
+        padding,
         [1] * 3,
         [1] * 3,
         groups,

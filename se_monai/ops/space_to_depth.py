@@ -30,6 +30,9 @@ __all__ = [
     "from_blocks",
     "blocked_conv3d",
     "worth_blocking",
+    "depth_major",
+    "unblock_depth",
+    "from_hw_blocks",
 ]
 
 
@@ -71,27 +74,33 @@ def axis_map(kernel_size: int) -> torch.Tensor:
     return table
 
 
-def blocked_kernel(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+def blocked_kernel(kernel: torch.Tensor, groups: int, depth: bool = True) -> torch.Tensor:
     """Weight of the blocked convolution equal to ``conv3d(x, kernel, padding=(k - 1) // 2, groups=groups)``.
 
     Args:
         kernel: ``(G * Co, Ci, k, k, k)`` convolution weight, k odd.
         groups: G.
+        depth: block all three axes (2 x 2 x 2 blocks); False: only H and W (1 x 2 x 2 blocks, the depth axis at
+            full resolution), 4 times the channels with a ``(k, k', k')`` kernel.
 
     Returns:
         ``(G * Co * 8, Ci * 8, k', k', k')``: output channel ``(g, o, b1, b2, b3)``, input channel
-        ``(i, a1, a2, a3)`` within group g, as :func:`to_blocks` and :func:`from_blocks` order them.
+        ``(i, a1, a2, a3)`` within group g, as :func:`to_blocks` and :func:`from_blocks` order them; with
+        ``depth=False`` ``(G * Co * 4, Ci * 4, k, k', k')``, channels ``(g, o, b2, b3)`` and ``(i, a2, a3)``.
     """
-    return _rearranged(kernel, _index("blocked", tuple(kernel.shape), groups, kernel.device))
+    form = "blocked" if depth else "blocked_hw"
+    return _rearranged(kernel, _index(form, tuple(kernel.shape), groups, kernel.device))
 
 
-def _blocked_einsum(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+def _blocked_einsum(kernel: torch.Tensor, groups: int, depth: bool = True) -> torch.Tensor:
     out_channels, in_channels, k = kernel.shape[0], kernel.shape[1], kernel.shape[2]
     m = axis_map(k).to(device=kernel.device, dtype=kernel.dtype)
+    # an axis left at full resolution: one sub-voxel, tap t read at offset t
+    full = torch.eye(k, dtype=kernel.dtype, device=kernel.device).reshape(1, 1, k, k)
     per_group = kernel.reshape(groups, out_channels // groups, in_channels, k, k, k)
-    blocked = torch.einsum("goixyz,pAux,qBvy,rCwz->gopqriABCuvw", per_group, m, m, m)
-    size = m.shape[2]
-    return blocked.reshape(out_channels * 8, in_channels * 8, size, size, size)
+    blocked = torch.einsum("goixyz,pAux,qBvy,rCwz->gopqriABCuvw", per_group, m if depth else full, m, m)
+    factor = 8 if depth else 4
+    return blocked.reshape(out_channels * factor, in_channels * factor, *blocked.shape[-3:])
 
 
 @functools.lru_cache(maxsize=16)
@@ -137,13 +146,17 @@ def _sub_pixel_einsum(kernel: torch.Tensor, groups: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _index(form: str, shape: tuple[int, ...], groups: int, device: torch.device) -> torch.Tensor:
-    """Where each entry of the rearranged kernel (``form`` "blocked" or "sub_pixel", memory order ``(O, k', k', k',
-    I)``) comes from in the flattened kernel of ``shape``, or ``prod(shape)`` (a zero) for taps outside it: the
-    rearrangement applied once, in float64, to the kernel whose entries count 1, 2, 3, ... Every entry of the
-    rearranged kernel is one tap of the kernel or zero (the 0/1 maps above have one 1 per row), so gathering by this
-    index equals the einsum, at a fraction of its cost for the cached inference kernels (docs/performance.md)."""
+    """Where each entry of the rearranged kernel (``form`` "blocked", "blocked_hw" or "sub_pixel", memory order
+    ``(O, k', k', k', I)``) comes from in the flattened kernel of ``shape``, or ``prod(shape)`` (a zero) for taps
+    outside it: the rearrangement applied once, in float64, to the kernel whose entries count 1, 2, 3, ... Every
+    entry of the rearranged kernel is one tap of the kernel or zero (the 0/1 maps above have one 1 per row), so
+    gathering by this index equals the einsum, at a fraction of its cost for the cached inference kernels
+    (docs/performance.md)."""
     count = torch.arange(1, math.prod(shape) + 1, dtype=torch.float64).reshape(shape)
-    rearranged = (_blocked_einsum if form == "blocked" else _sub_pixel_einsum)(count, groups)
+    if form == "sub_pixel":
+        rearranged = _sub_pixel_einsum(count, groups)
+    else:
+        rearranged = _blocked_einsum(count, groups, depth=form == "blocked")
     index = rearranged.permute(0, 2, 3, 4, 1).round().long() - 1
     return torch.where(index < 0, math.prod(shape), index).contiguous().to(device)
 
@@ -217,6 +230,30 @@ def from_blocks(y: torch.Tensor, memory_format: torch.memory_format = torch.chan
     ``memory_format=torch.contiguous_format``, in the standard layout (faster for few channels: 2.2x for C = 3,
     docs/performance.md); differentiable."""
     return _FromBlocks.apply(y, memory_format)
+
+
+def depth_major(rows: torch.Tensor) -> torch.Tensor:
+    """Rows (output channels, dim 0) of a kernel or bias in blocked order ``(c, b1, b2, b3)`` reordered to
+    ``(b1, c, b2, b3)``, so that a convolution's blocked output holds the two depth sub-voxels as two channel
+    halves, as :func:`unblock_depth` reads them."""
+    return rows.reshape(-1, 2, 4, *rows.shape[1:]).transpose(0, 1).reshape(rows.shape)
+
+
+def unblock_depth(y: torch.Tensor) -> torch.Tensor:
+    """``(B, 8 C, d, h, w)`` channels-last with channels ``(b1, c, b2, b3)`` (:func:`depth_major`) ->
+    ``(B, 4 C, 2 d, h, w)`` channels-last with channels ``(c, b2, b3)``: the depth axis back at full resolution, H
+    and W still in 2 x 2 blocks (the layout of ``blocked_kernel(..., depth=False)``); one copy."""
+    b, channels, d, h, w = y.shape
+    halves = y.permute(0, 2, 3, 4, 1).reshape(b, d, h, w, 2, channels // 2).permute(0, 1, 4, 2, 3, 5)
+    return halves.reshape(b, 2 * d, h, w, channels // 2).permute(0, 4, 1, 2, 3)
+
+
+def from_hw_blocks(y: torch.Tensor) -> torch.Tensor:
+    """``(B, 4 C, D, h, w)`` with channels ``(c, b2, b3)`` (H and W in 2 x 2 blocks) -> ``(B, C, D, 2 h, 2 w)`` in
+    the standard layout; one copy."""
+    b, channels, d, h, w = y.shape
+    voxels = y.permute(0, 2, 3, 4, 1).reshape(b, d, h, w, channels // 4, 2, 2)
+    return voxels.permute(0, 4, 1, 2, 5, 3, 6).reshape(b, channels // 4, d, 2 * h, 2 * w)
 
 
 def blocked_conv3d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
