@@ -154,3 +154,36 @@ def test_depth_major_rows_unblock_to_the_h_and_w_blocked_layout():
     unblocked = space_to_depth.unblock_depth(rows.contiguous(memory_format=torch.channels_last_3d))
     assert torch.equal(unblocked, _hw_blocks(x))
     assert unblocked.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("scale_size,act,bias", [(1, "silu", True), (2, "relu", False)])
+def test_strided_residual_unit_fused_in_inference_equals_reference(scale_size, act, bias, monkeypatch):
+    """A residual unit whose residual is a strided group convolution runs its first subunit and the residual as one
+    convolution in inference, equal to the reference formulation of both (trained-like batch norm)."""
+    from se_monai.bases import BasisSpec
+    from se_monai.networks.blocks import SEConvolution, SEResidualUnit
+    from se_monai.reference import reference_model
+
+    torch.manual_seed(0)
+    spec = BasisSpec(5, 3, tuple(SCALES), "disco", False)
+    unit = SEResidualUnit(3, 4, spec, strides=2, scale_size=scale_size, subunits=2, act=act, bias=bias)
+    with torch.no_grad():
+        for block in unit.modules():
+            if isinstance(block, SEConvolution) and "norm" in block._modules:
+                block.norm.running_mean.normal_()
+                block.norm.running_var.uniform_(0.2, 3.0)
+                block.norm.weight.uniform_(0.5, 2.0)
+            if isinstance(block, SEConvolution) and block.conv.bias is not None:
+                block.conv.bias.normal_()
+    unit.eval()
+    oracle = reference_model(unit).eval()
+    calls = []
+    original = SEResidualUnit._fused_forward
+    monkeypatch.setattr(SEResidualUnit, "_fused_forward", lambda self, x: calls.append(1) or original(self, x))
+    x = torch.randn(2, 3, len(SCALES), 8, 6, 10)
+    with torch.no_grad():
+        fused = unit(x)
+        assert not oracle._fuses_residual(x)
+        expected = oracle(x)
+    assert calls == [1]
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)

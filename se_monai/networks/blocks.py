@@ -203,7 +203,67 @@ class SEResidualUnit(nn.Module):
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and self._fuses_residual(x):
+            return self._fused_forward(x)
         return self.conv(x) + self.residual(x)
+
+    @torch.jit.unused
+    def _fuses_residual(self, x: torch.Tensor) -> bool:
+        """Inference on CPU (no autograd, not traced) with a strided group convolution as residual, of the first
+        subunit's geometry, which then run as one convolution with both kernels (:meth:`_fused_forward`)."""
+        first, residual = self.conv[0], self.residual
+        if x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
+            return False
+        if (
+            type(first) is not SEConvolution
+            or type(residual) is not SEConvolution
+            or list(residual._modules) != ["conv"]
+        ):
+            return False
+        a, b = first.conv, residual.conv
+        # group convolutions only: after a lifting convolution the unit's next, blocked, convolution would copy the
+        # first subunit's channels out of the pair, which cost what the fusion saved (docs/performance.md)
+        if type(a) is not SESConv_H_H or type(b) is not SESConv_H_H or a.transposed or a.stride == (1, 1, 1):
+            return False
+        geometry = ("stride", "padding", "groups", "kernel_size", "num_scales", "out_channels", "scale_size")
+        if any(getattr(a, name, None) != getattr(b, name, None) for name in geometry) or a.basis.shape != b.basis.shape:
+            return False
+        if "norm" in first._modules and not first._folds_norm():
+            return False
+        if "dropout" in first._modules and first.dropout.training:
+            return False
+        return all(type(m) in _POINTWISE for n, m in first._modules.items() if n not in ("conv", "norm", "dropout"))
+
+    @torch.jit.unused
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The first subunit's convolution (batch norm folded in) and the residual convolution, which read the same
+        input with the same geometry, as one convolution whose output channels alternate between the two per
+        scale: one pass over the input, and 2 C' channels per group, which oneDNN fills better than C'
+        (docs/performance.md). Equal to the layers one by one to float rounding."""
+        first, residual = self.conv[0], self.residual
+        a, b = first.conv, residual.conv
+        affine = first.norm._inference_affine() if "norm" in first._modules else None
+        ours, theirs = a._kernel("direct", None if affine is None else affine[0]), b._kernel("direct")
+        s, c = a.num_scales, a.out_channels
+        taps = ours.shape[1:]
+        kernel = torch.stack([ours.view(s, c, *taps), theirs.view(s, c, *taps)], dim=1).reshape(2 * s * c, *taps)
+        biases = [a._folded_bias(affine), b.bias]
+        bias = None
+        if any(v is not None for v in biases):
+            pair = torch.stack([v if v is not None else kernel.new_zeros(c) for v in biases])  # (2, C')
+            bias = pair.repeat(s, 1).reshape(-1)  # channels (S, 2, C')
+        grouped = a._grouped_input(x).contiguous(memory_format=torch.channels_last_3d)
+        kernel = kernel.contiguous(memory_format=torch.channels_last_3d)
+        y = F.conv3d(grouped, kernel, bias, a.stride, a.padding, 1, a.groups)
+        n, _, d, h, w = y.shape
+        both = y.permute(0, 2, 3, 4, 1).reshape(n, d, h, w, s, 2, c)  # a view when channels-last
+        out, skip = both[..., 0, :].permute(0, 5, 4, 1, 2, 3), both[..., 1, :].permute(0, 5, 4, 1, 2, 3)
+        for name, module in first._modules.items():
+            if name not in ("conv", "norm", "dropout"):  # dropout is the identity in eval mode
+                out = F.silu(out, inplace=True) if type(module) is nn.SiLU else module(out)
+        for unit in list(self.conv)[1:]:
+            out = unit(out)
+        return out + skip
 
 
 class SESkipConnection(SkipConnection):
