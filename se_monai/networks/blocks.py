@@ -203,7 +203,13 @@ class SEResidualUnit(nn.Module):
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self._fuses_residual(x):
+        if not torch.jit.is_scripting():
+            return self._eager_forward(x)
+        return self.conv(x) + self.residual(x)
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fuses_residual(x):
             return self._fused_forward(x)
         return self.conv(x) + self.residual(x)
 
@@ -284,6 +290,8 @@ class SESkipConnection(SkipConnection):
 
     @torch.jit.unused
     def _cat(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if tracing():  # tracing, export and torch.compile see torch's own operation
+            return torch.cat([x, y], dim=1)
         return channels_last.cat_channels([x, y])
 
 
