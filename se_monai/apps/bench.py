@@ -32,7 +32,7 @@ from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths, load_icbm152
 from se_monai.inferers import AutocastInferer, AutocastNetwork, cpu_bf16_preferred
 from se_monai.networks import SEUNet, paper_baseline_unet
-from se_monai.networks.blocks import SEConvolution, SEOutputBlock
+from se_monai.networks.blocks import SEConvolution, SEOutputBlock, SEResidualUnit
 from se_monai.reference import reference_model
 from se_monai.workflows import bundle_preprocess
 
@@ -198,7 +198,9 @@ def layer_breakdown(
     """Forward time of SEUNet (eval, no autograd) summed per kind of unit that runs (seconds, median of
     ``repeats``): leaf layers, except that an :class:`~se_monai.networks.blocks.SEConvolution` counts as one unit
     ("SESConv_H_H + norm + act": inference folds its batch norm into the convolution) and the
-    :class:`~se_monai.networks.blocks.SEOutputBlock` as one (its layers run in blocked layout together)."""
+    :class:`~se_monai.networks.blocks.SEOutputBlock` as one (its layers run in blocked layout together), and so does
+    a :class:`~se_monai.networks.blocks.SEResidualUnit` whose first subunit and residual run as one convolution on
+    CPU (its time includes its other subunits)."""
     dev = torch.device(device)
     net = SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type).to(dev).eval()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
@@ -207,6 +209,8 @@ def layer_breakdown(
     starts: dict[int, float] = {}
 
     def kind(module: nn.Module) -> str:
+        if isinstance(module, SEResidualUnit):
+            return "SEResidualUnit, first subunit and residual fused"
         if isinstance(module, SEConvolution):
             extra = [name for name in ("norm", "act") if name in module._modules]
             return " + ".join([kind(module.conv), *extra])
@@ -225,13 +229,15 @@ def layer_breakdown(
 
     def collect(module: nn.Module) -> None:
         children = list(module.children())
-        if not children or isinstance(module, (SEConvolution, SEOutputBlock)):
+        fused = dev.type == "cpu" and isinstance(module, SEResidualUnit) and module._fusable()
+        if not children or fused or isinstance(module, (SEConvolution, SEOutputBlock)):
             units.append(module)
         else:
             for child in children:
                 collect(child)
 
-    collect(net)
+    with torch.no_grad():  # as the forward passes below, where the residual units fuse
+        collect(net)
     handles = [m.register_forward_pre_hook(before) for m in units] + [m.register_forward_hook(after) for m in units]
     with torch.no_grad():
         net(x)

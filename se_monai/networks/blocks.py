@@ -217,9 +217,14 @@ class SEResidualUnit(nn.Module):
     def _fuses_residual(self, x: torch.Tensor) -> bool:
         """Inference on CPU (no autograd, not traced) with a strided group convolution as residual, of the first
         subunit's geometry, which then run as one convolution with both kernels (:meth:`_fused_forward`)."""
+        return x.device.type == "cpu" and not torch.is_grad_enabled() and not tracing() and self._fusable()
+
+    @torch.jit.unused
+    def _fusable(self) -> bool:
+        """The structural part of :meth:`_fuses_residual`: a strided group-convolution residual (conv only) of the
+        first subunit's geometry, the first subunit with batch norm on running statistics (or none) and a
+        pointwise activation."""
         first, residual = self.conv[0], self.residual
-        if x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
-            return False
         if (
             type(first) is not SEConvolution
             or type(residual) is not SEConvolution
