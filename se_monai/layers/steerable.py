@@ -131,6 +131,8 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             # casts the finished kernel once, at the convolution
             with torch.autocast(device, enabled=False):
                 return self._prepared_kernel(form, scale)
+        if form == "direct" and not self.transposed:
+            return self._direct_kernel(scale)
         kernel = self.expanded_kernel()
         if scale is not None:
             kernel = self._output_scaled(kernel, scale)
@@ -139,6 +141,18 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
         elif form == "sub_pixel":
             kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
         return kernel.contiguous(memory_format=torch.channels_last_3d)
+
+    def _direct_kernel(self, scale: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`expanded_kernel` of a convolution that is not transposed, its output channels multiplied by
+        ``scale``, computed straight into the channels-last layout: the scale applied to the weight, one matrix
+        product with the basis and one copy, where expanding, scaling and rearranging the kernel took four copies."""
+        weight = self.weight.reshape(self.out_channels, -1, self.num_funcs)  # (C', G', F): G' inputs per group
+        if scale is not None:
+            weight = weight * scale.view(-1, 1, 1)
+        k, s = self.kernel_size, self.num_scales
+        product = self.basis.reshape(self.num_funcs, -1).t() @ weight.reshape(-1, self.num_funcs).t()  # (S k^3, C' G')
+        rows = product.view(s, k**3, self.out_channels, -1).permute(0, 2, 1, 3).contiguous()  # (S, C', k^3, G')
+        return rows.view(s * self.out_channels, k, k, k, -1).permute(0, 4, 1, 2, 3)
 
     def _output_scaled(self, kernel: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """:meth:`expanded_kernel` with output channel c' of every scale multiplied by ``scale[c']``."""
