@@ -200,7 +200,7 @@ def layer_breakdown(
     ("SESConv_H_H + norm + act": inference folds its batch norm into the convolution) and the
     :class:`~se_monai.networks.blocks.SEOutputBlock` as one (its layers run in blocked layout together), and so does
     a :class:`~se_monai.networks.blocks.SEResidualUnit` whose first subunit and residual run as one convolution on
-    CPU (its time includes its other subunits)."""
+    CPU ("SEResidualUnit (fused)"; its time includes its other subunits)."""
     dev = torch.device(device)
     net = SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type).to(dev).eval()
     x = torch.randn(1, in_channels, size, size, size, device=dev)
@@ -210,7 +210,7 @@ def layer_breakdown(
 
     def kind(module: nn.Module) -> str:
         if isinstance(module, SEResidualUnit):
-            return "SEResidualUnit, first subunit and residual fused"
+            return "SEResidualUnit (fused)"
         if isinstance(module, SEConvolution):
             extra = [name for name in ("norm", "act") if name in module._modules]
             return " + ".join([kind(module.conv), *extra])
