@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.networks.layers.simplelayers import SkipConnection
 
 from se_monai import layers
 
@@ -183,7 +184,8 @@ _SWAPS = {
 
 
 def reference_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` whose SE convolutions and batch norms compute with the reference formulation.
+    """A deep copy of ``model`` whose SE convolutions and batch norms compute with the reference formulation, and
+    whose skip connections are MONAI's own (``torch.cat``, where SEUNet's write the convolutions' layout).
 
     Parameters and buffers are copied, so the copy computes the same function (to float tolerance).
     """
@@ -192,4 +194,6 @@ def reference_model(model: nn.Module) -> nn.Module:
         swap = _SWAPS.get(type(module))
         if swap is not None:
             module.__class__ = swap
+        elif isinstance(module, SkipConnection):
+            module.__class__ = SkipConnection
     return reference

@@ -120,6 +120,9 @@ def test_seunet_skip_connections_keep_monai_keys_and_values():
     volume = torch.randn(1, 2, 4, 4, 4)
     assert torch.equal(identity(volume), torch.cat([volume, volume], dim=1))
     assert torch.equal(torch.jit.script(identity)(x), torch.cat([x, x], dim=1))
+    # the oracle concatenates with torch.cat
+    oracle = ref.reference_model(net)
+    assert [type(m) for m in oracle.modules() if isinstance(m, SkipConnection)] == [SkipConnection]
 
 
 def _hw_blocks(x: torch.Tensor) -> torch.Tensor:
