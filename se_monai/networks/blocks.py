@@ -310,12 +310,13 @@ class SEOutputBlock(_InferencePath):
     the :class:`~se_monai.layers.SESProjection_H_Z3` over scales; children and state-dict keys as the plain
     ``nn.Sequential(up_layer, projection)`` of MONAI's UNet topology.
 
-    In inference on CPU the block keeps its full-resolution feature maps in blocked layout
-    (:mod:`se_monai.ops.space_to_depth`) from the transposed convolution, computed in sub-pixel form with its batch
-    norm folded in, through the activation, the residual unit's blocked convolution, the residual sum and the
-    projection, and rearranges only the C'-channel result: the same numbers to float rounding, without the
-    rearrangements of the 8 x S times larger maps in between (docs/performance.md). Elsewhere, and for blocks of
-    another shape, the layers run one by one.
+    In inference on CPU the block runs one scale at a time and keeps that scale's full-resolution maps in blocked
+    layout (:mod:`se_monai.ops.space_to_depth`): the transposed convolution in sub-pixel form with its batch norm
+    folded in (2 x 2 x 2 blocks), the activation, one copy to 1 x 2 x 2 blocks (depth at full resolution), the
+    residual unit's convolution in that form and the residual sum, added into the projection; only the C'-channel
+    result is rearranged to the standard layout. The same numbers to float rounding, with one scale's maps in
+    cache instead of all S, and no rearrangement of the 8 x S times larger maps (docs/performance.md). Elsewhere,
+    and for blocks of another shape, the layers run one by one.
     """
 
     def _fast(self, x: torch.Tensor) -> bool:
