@@ -80,13 +80,10 @@ class SESConv_Z3_H(SteerableConv):
             bias=bias,
         )
 
-    def expanded_kernel(self) -> torch.Tensor:
+    def expanded_kernel(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Kernels of all scales as one Conv3d weight ``(S * C', C, k, k, k)``, output channel ``i * C' + c'``
-        (transposed: ``(C, S * C', k, k, k)``)."""
-        k = self.kernel_size
-        kernel = self.weight @ self.basis.reshape(self.num_funcs, -1)  # (C', C, S * k^3)
-        kernel = kernel.reshape(self.out_channels, self.in_channels, self.num_scales, k, k, k).permute(2, 0, 1, 3, 4, 5)
-        kernel = kernel.reshape(self.num_scales * self.out_channels, self.in_channels, k, k, k)
+        (transposed: ``(C, S * C', k, k, k)``), from ``weight`` (default the layer's)."""
+        kernel = self._scale_kernels(self.weight if weight is None else weight)
         return kernel.transpose(0, 1) if self.transposed else kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,17 +156,16 @@ class SESConv_H_H(SteerableConv):
             bias=bias,
         )
 
-    def expanded_kernel(self) -> torch.Tensor:
+    def expanded_kernel(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Kernels of all scales as one grouped Conv3d weight ``(S * C', C * scale_size, k, k, k)``: group i holds
         output scale i, input channel ``c * scale_size + j`` is input scale i + j (transposed:
-        ``(S * C * scale_size, C', k, k, k)``)."""
-        k = self.kernel_size
-        kernel = self.weight @ self.basis.reshape(self.num_funcs, -1)  # (C', C, scale_size, S * k^3)
-        kernel = kernel.reshape(self.out_channels, self.in_channels * self.scale_size, self.num_scales, k, k, k)
-        kernel = kernel.permute(2, 0, 1, 3, 4, 5)  # (S, C', C * scale_size, k, k, k)
-        if self.transposed:
-            kernel = kernel.transpose(1, 2)
-        return kernel.reshape(-1, kernel.shape[2], k, k, k)
+        ``(S * C * scale_size, C', k, k, k)``), from ``weight`` (default the layer's)."""
+        kernel = self._scale_kernels(self.weight if weight is None else weight)
+        if not self.transposed:
+            return kernel
+        k, c = self.kernel_size, self.out_channels
+        per_scale = kernel.reshape(self.num_scales, c, -1, k, k, k).transpose(1, 2)  # (S, C * scale_size, C', ...)
+        return per_scale.reshape(-1, c, k, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv(self._grouped_input(x))

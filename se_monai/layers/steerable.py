@@ -90,8 +90,9 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             nn.init.zeros_(self.bias)
 
     @abc.abstractmethod
-    def expanded_kernel(self) -> torch.Tensor:
-        """Kernels of all scales as one (grouped) Conv3d weight, output channels of scale i in block i."""
+    def expanded_kernel(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Kernels of all scales as one (grouped) Conv3d weight, output channels of scale i in block i, from
+        ``weight`` (default the layer's)."""
 
     def _kernel(self, form: str = "direct", scale: torch.Tensor | None = None) -> torch.Tensor:
         """The expanded kernel, channels-last, in ``form`` "direct", "blocked" (space-to-depth form of a stride-1
@@ -131,34 +132,29 @@ class SteerableConv(nn.Module, metaclass=abc.ABCMeta):
             # casts the finished kernel once, at the convolution
             with torch.autocast(device, enabled=False):
                 return self._prepared_kernel(form, scale)
-        if form == "direct" and not self.transposed:
-            return self._direct_kernel(scale)
-        kernel = self.expanded_kernel()
-        if scale is not None:
-            kernel = self._output_scaled(kernel, scale)
+        weight = self.weight
+        if scale is not None:  # output channel c' of every scale times scale[c']: on the weight, before the basis
+            weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+        kernel = self.expanded_kernel(weight)
         if form in ("blocked", "blocked_hw"):
             kernel = space_to_depth.blocked_kernel(kernel, self.groups, depth=form == "blocked")
         elif form == "sub_pixel":
             kernel = space_to_depth.sub_pixel_kernel(kernel, self.groups)
         return kernel.contiguous(memory_format=torch.channels_last_3d)
 
-    def _direct_kernel(self, scale: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`expanded_kernel` of a convolution that is not transposed, its output channels multiplied by
-        ``scale``, computed straight into the channels-last layout: the scale applied to the weight, one matrix
-        product with the basis and one copy, where expanding, scaling and rearranging the kernel took four copies."""
-        weight = self.weight.reshape(self.out_channels, -1, self.num_funcs)  # (C', G', F): G' inputs per group
-        if scale is not None:
-            weight = weight * scale.view(-1, 1, 1)
-        k, s = self.kernel_size, self.num_scales
-        product = self.basis.reshape(self.num_funcs, -1).t() @ weight.reshape(-1, self.num_funcs).t()  # (S k^3, C' G')
-        rows = product.view(s, k**3, self.out_channels, -1).permute(0, 2, 1, 3).contiguous()  # (S, C', k^3, G')
-        return rows.view(s * self.out_channels, k, k, k, -1).permute(0, 4, 1, 2, 3)
+    def _scale_kernels(self, weight: torch.Tensor) -> torch.Tensor:
+        """The kernels of all scales, ``sum_f weight[c', g, f] * basis[f, i]``, as one ``(S * C', G', k, k, k)``
+        channels-last convolution weight, output channel ``i * C' + c'`` for scale i, with G' the weight's inputs per
+        output channel (C, or C * scale_size): one matrix product and one copy (Wimmer et al. 2023, Eq. 5-6).
 
-    def _output_scaled(self, kernel: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """:meth:`expanded_kernel` with output channel c' of every scale multiplied by ``scale[c']``."""
-        if self.transposed:  # (inputs, outputs per group, k, k, k): S * C' outputs for lifting, C' otherwise
-            return kernel * scale.repeat(kernel.shape[1] // self.out_channels).view(1, -1, 1, 1, 1)
-        return kernel * scale.repeat(self.num_scales).view(-1, 1, 1, 1, 1)
+        Args:
+            weight: ``(C', ..., F)``, the layer's weight or a rescaled copy of it.
+        """
+        k, s, f = self.kernel_size, self.num_scales, self.num_funcs
+        flat = weight.reshape(-1, f)  # (C' G', F)
+        product = self.basis.reshape(f, -1).t() @ flat.t()  # (S k^3, C' G')
+        rows = product.view(s, k * k * k, self.out_channels, -1).permute(0, 2, 1, 3).contiguous()  # (S, C', k^3, G')
+        return rows.view(s * self.out_channels, k, k, k, -1).permute(0, 4, 1, 2, 3)
 
     @abc.abstractmethod
     def _grouped_input(self, x: torch.Tensor) -> torch.Tensor:
