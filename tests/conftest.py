@@ -38,3 +38,22 @@ def t1(tmp_path_factory):
     image.SetDirection(OBLIQUE)
     image.SetOrigin((12.5, -40.25, 7.0))
     return image
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """``count_calls(owner, name)`` wraps ``owner.name`` for the test and returns the list of the positional
+    arguments of every call, to assert which path ran."""
+
+    def count(owner, name):
+        calls = []
+        original = getattr(owner, name)
+
+        def counting(*args, **kwargs):
+            calls.append(args)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+        return calls
+
+    return count

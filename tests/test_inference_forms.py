@@ -17,17 +17,9 @@ SCALES = [1.0, 0.9, 0.81]
 
 
 @pytest.fixture
-def sub_pixel_calls(monkeypatch):
+def sub_pixel_calls(count_calls):
     """Counts the depth-to-space rearrangements of sub-pixel convolutions."""
-    calls = []
-    original = space_to_depth.from_blocks
-
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(space_to_depth, "from_blocks", counting)
-    return calls
+    return count_calls(space_to_depth, "from_blocks")
 
 
 @pytest.mark.parametrize("lifting", [True, False])
@@ -160,7 +152,7 @@ def test_depth_major_rows_unblock_to_the_h_and_w_blocked_layout():
 
 
 @pytest.mark.parametrize("scale_size,act,bias", [(1, "silu", True), (2, "relu", False)])
-def test_strided_residual_unit_fused_in_inference_equals_reference(scale_size, act, bias, monkeypatch):
+def test_strided_residual_unit_fused_in_inference_equals_reference(scale_size, act, bias, count_calls):
     """A residual unit whose residual is a strided group convolution runs its first subunit and the residual as one
     convolution in inference, equal to the reference formulation of both (trained-like batch norm)."""
     from se_monai.bases import BasisSpec
@@ -180,13 +172,11 @@ def test_strided_residual_unit_fused_in_inference_equals_reference(scale_size, a
                 block.conv.bias.normal_()
     unit.eval()
     oracle = reference_model(unit).eval()
-    calls = []
-    original = SEResidualUnit._fused_forward
-    monkeypatch.setattr(SEResidualUnit, "_fused_forward", lambda self, x: calls.append(1) or original(self, x))
+    calls = count_calls(SEResidualUnit, "_fused_forward")
     x = torch.randn(2, 3, len(SCALES), 8, 6, 10)
     with torch.no_grad():
         fused = unit(x)
         assert not oracle._fuses_residual(x)
         expected = oracle(x)
-    assert calls == [1]
+    assert len(calls) == 1
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)

@@ -49,17 +49,9 @@ def test_blocking_rule():
 
 
 @pytest.fixture
-def blocked_calls(monkeypatch):
+def blocked_calls(count_calls):
     """Counts the convolutions that run in blocked form."""
-    calls = []
-    original = space_to_depth.blocked_conv3d
-
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(space_to_depth, "blocked_conv3d", counting)
-    return calls
+    return count_calls(space_to_depth, "blocked_conv3d")
 
 
 @pytest.mark.parametrize("basis_type", ["single", "multi", "disco"])
