@@ -76,7 +76,8 @@ def cpu_bf16_preferred(device: torch.device | str) -> bool:
     inference of the ICBM152 T1 was 1.55x faster than in float32 with labels agreeing to Dice 0.9991 / 0.9992
     (grey / white matter; docs/performance.md, 2026-12-03). False on other CPUs and devices (CUDA has the bundle's
     ``amp``). On an AMD EPYC with AVX-512 BF16 but no AMX, bfloat16 changes about 1900 voxels of the T1 (Dice 0.9991),
-    while float32 there segments it in 3.3 s with labels identical to before (2026-12-04), so float32 stays.
+    while float32 there runs the bundle's sliding-window inference of it in 2.8-3.1 s with labels identical to before
+    (docs/performance.md, 2026-12-04), so float32 stays.
     """
     if torch.device(device).type != "cpu":
         return False

@@ -117,8 +117,7 @@ def batch_norm(
 def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(tensors, dim=1)`` of ``(B, C_i, S, D, H, W)`` feature maps, the result laid out as
     ``(B, D, H, W, S, C)`` in memory, the order the SE convolutions read without a copy (``torch.cat`` writes a 6-D
-    result in the standard layout, which the next convolution then copies: 9.5 ms against 1.5 ms for SEUNet's top
-    skip connection at 96^3, docs/performance.md); differentiable.
+    result in the standard layout, which the next convolution then copies; docs/performance.md); differentiable.
 
     Raises:
         ValueError: the tensors are not 6-D or differ in any axis but 1.

@@ -227,8 +227,8 @@ def to_blocks(x: torch.Tensor) -> torch.Tensor:
 
 def from_blocks(y: torch.Tensor, memory_format: torch.memory_format = torch.channels_last_3d) -> torch.Tensor:
     """Inverse of :func:`to_blocks`: ``(B, 8 C, D', H', W') -> (B, C, 2D', 2H', 2W')``, channels-last or, with
-    ``memory_format=torch.contiguous_format``, in the standard layout (faster for few channels: 2.2x for C = 3,
-    docs/performance.md); differentiable."""
+    ``memory_format=torch.contiguous_format``, in the standard layout (the faster copy for a few channels, such as
+    SEUNet's logits); differentiable."""
     return _FromBlocks.apply(y, memory_format)
 
 
