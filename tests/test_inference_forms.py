@@ -74,15 +74,6 @@ def test_onednn_conv3d_equals_conv3d(groups, in_per_group, out_per_group, kernel
     torch.testing.assert_close(low.float(), same.float(), rtol=2e-2, atol=2e-2)
 
 
-def test_from_blocks_in_the_standard_layout():
-    blocks = torch.randn(2, 24, 3, 2, 4, dtype=torch.double, requires_grad=True)
-    standard = space_to_depth.from_blocks(blocks, torch.contiguous_format)
-    assert standard.is_contiguous()
-    assert torch.equal(standard, space_to_depth.from_blocks(blocks))
-    assert torch.equal(space_to_depth.to_blocks(standard), blocks)
-    assert torch.autograd.gradcheck(lambda y: space_to_depth.from_blocks(y, torch.contiguous_format), (blocks,))
-
-
 def test_cat_channels_equals_cat_in_the_convolutions_layout():
     a = torch.randn(2, 3, 4, 5, 6, 2, dtype=torch.double, requires_grad=True)
     b = torch.randn(2, 5, 4, 5, 6, 2, dtype=torch.double).permute(0, 1, 2, 3, 4, 5).requires_grad_(True)

@@ -180,11 +180,9 @@ def _gather_blocks(x: torch.Tensor) -> torch.Tensor:
     return F.conv3d(x, _sub_voxel_kernel(channels, x), None, 2, 0, 1, channels)
 
 
-def _scatter_blocks(y: torch.Tensor, memory_format: torch.memory_format = torch.channels_last_3d) -> torch.Tensor:
+def _scatter_blocks(y: torch.Tensor) -> torch.Tensor:
     b, channels, d, h, w = y.shape
     voxels = y.permute(0, 2, 3, 4, 1).reshape(b, d, h, w, channels // 8, 2, 2, 2)
-    if memory_format == torch.contiguous_format:  # (B, C, d, b1, h, b2, w, b3)
-        return voxels.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, channels // 8, 2 * d, 2 * h, 2 * w)
     voxels = voxels.permute(0, 1, 5, 2, 6, 3, 7, 4).contiguous()  # (B, d, b1, h, b2, w, b3, C)
     return voxels.reshape(b, 2 * d, 2 * h, 2 * w, channels // 8).permute(0, 4, 1, 2, 3)
 
@@ -205,12 +203,12 @@ class _FromBlocks(torch.autograd.Function):
     """Depth-to-space, the inverse of :class:`_ToBlocks`."""
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:  # type: ignore[override]
-        return _scatter_blocks(y, memory_format)
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _scatter_blocks(y)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return _gather_blocks(grad), None
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _gather_blocks(grad)
 
 
 def to_blocks(x: torch.Tensor) -> torch.Tensor:
@@ -225,11 +223,9 @@ def to_blocks(x: torch.Tensor) -> torch.Tensor:
     return _ToBlocks.apply(x)
 
 
-def from_blocks(y: torch.Tensor, memory_format: torch.memory_format = torch.channels_last_3d) -> torch.Tensor:
-    """Inverse of :func:`to_blocks`: ``(B, 8 C, D', H', W') -> (B, C, 2D', 2H', 2W')``, channels-last or, with
-    ``memory_format=torch.contiguous_format``, in the standard layout (the faster copy for a few channels, such as
-    SEUNet's logits); differentiable."""
-    return _FromBlocks.apply(y, memory_format)
+def from_blocks(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_blocks`: ``(B, 8 C, D', H', W') -> (B, C, 2D', 2H', 2W')`` channels-last; differentiable."""
+    return _FromBlocks.apply(y)
 
 
 def depth_major(rows: torch.Tensor) -> torch.Tensor:
