@@ -12,7 +12,7 @@ from test_cli import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from se_monai.apps import bench
-from se_monai.apps.compute import multiply_adds
+from se_monai.apps.compute import convolution_calls, convolution_share, multiply_adds
 from se_monai.apps.paper_formulation import paper_model
 from se_monai.data import icbm152_paths
 from se_monai.inferers import AutocastNetwork, cpu_bf16_preferred
@@ -40,6 +40,9 @@ def test_models_and_ratios_tiny():
     assert "SESConv_H_H + norm + act" in report["layers"] and report["layers"]["whole network"] > 0
     text = bench.format_table(report)
     assert "SEUNet reference" in text and "SEUNet paper formulation" in text and "dense conv3d" in text
+    share = report["convolutions"]
+    assert set(share) == {"SEUNet", "UNet baseline"} and all(v > 0 for t in share.values() for v in t.values())
+    assert "SEUNet convolutions / UNet baseline forward" in text
 
 
 def test_volume_inference_keeps_shape_and_reports_memory():
@@ -160,3 +163,21 @@ def test_multiply_adds_are_those_torch_counts_in_the_convolutions(name):
         reference_model(net).eval()(x)
     conv_flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
     assert multiply_adds(net, x) * 16**3 == conv_flops / 2 > 0
+
+
+def test_the_recorded_convolutions_are_the_forward_pass_s_own():
+    """The calls that the "convolutions alone" line replays: one per convolution, with the very arguments, so that
+    replayed they give the layers' outputs; for SEUNet's fast inference paths too (oneDNN's operator called
+    directly), the output block's four per-scale pairs among them."""
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1))
+    x = torch.randn(1, 2, 8, 8, 8)
+    calls = convolution_calls(net, x)
+    assert len(calls) == 2
+    (func, args, kwargs), _ = calls
+    with torch.no_grad():
+        torch.testing.assert_close(func(*args, **kwargs), net[0](x), rtol=0, atol=0)
+    se = SEUNet(in_channels=4, out_channels=3, basis_type="disco")
+    names = [func.__name__ for func, _, _ in convolution_calls(se, torch.randn(1, 4, 16, 16, 16))]
+    assert sum(n.startswith("mkldnn_convolution") for n in names) >= 8 and all("convolution" in n for n in names)
+    share = convolution_share({"net": net}, x, repeats=2)["net"]
+    assert share["forward_s"] > 0 and share["convolutions_s"] > 0

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 
+from se_monai.apps import compute
 from se_monai.apps.compute import multiply_adds
 from se_monai.apps.measure import peak_mb, reset_peak, status_mb, sync, timed
 from se_monai.apps.paper_formulation import paper_model
@@ -40,6 +41,7 @@ __all__ = [
     "dense_conv_rate",
     "benchmark_models",
     "layer_breakdown",
+    "convolution_share",
     "benchmark_volume",
     "run",
     "format_table",
@@ -252,6 +254,26 @@ def layer_breakdown(
     return {key: statistics.median(values) for key, values in sorted(totals.items(), key=lambda kv: -max(kv[1]))}
 
 
+def convolution_share(
+    size: int = 64,
+    in_channels: int = 4,
+    out_channels: int = 3,
+    repeats: int = 5,
+    device: str = "cpu",
+    basis_type: str = "multi",
+) -> dict[str, dict[str, float]]:
+    """:func:`se_monai.apps.compute.convolution_share` of SEUNet and the UNet baseline on one
+    ``(1, in_channels, size, size, size)`` input: ``{"SEUNet": {"forward_s", "convolutions_s"}, "UNet baseline":
+    {...}}`` in seconds."""
+    dev = torch.device(device)
+    nets = {
+        "SEUNet": SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type),
+        "UNet baseline": paper_baseline_unet(in_channels=in_channels, out_channels=out_channels),
+    }
+    x = torch.randn(1, in_channels, size, size, size, device=dev)
+    return compute.convolution_share({name: net.to(dev) for name, net in nets.items()}, x, repeats)
+
+
 def benchmark_volume(
     roi_size: int = 96,
     overlap: float = 0.25,
@@ -345,6 +367,7 @@ def run(
         report["ratios"][f"forward {name} / {unet}"] = models[name]["forward_s"] / models[unet]["forward_s"]
     if layers:
         report["layers"] = layer_breakdown(size=size, device=device, basis_type=basis_type)
+        report["convolutions"] = convolution_share(size=size, repeats=repeats, device=device, basis_type=basis_type)
     if volume:
         report["volume"] = (
             benchmark_volume(device=device, basis_type=basis_type)
@@ -380,6 +403,16 @@ def format_table(report: dict[str, Any]) -> str:
     if "layers" in report:
         lines += ["", "SEUNet forward by layer kind (s)"]
         lines += [f"  {k:<{label}}{v:>7.3f}" for k, v in report["layers"].items()]
+    if "convolutions" in report:
+        share = report["convolutions"]
+        lines += ["", "forward pass beside its convolution calls alone (weights unchanged between calls, s)"]
+        for name, t in share.items():
+            lines.append(
+                f"  {name:<{width}}forward {t['forward_s']:.3f}  convolutions {t['convolutions_s']:.3f}"
+                f" ({100 * t['convolutions_s'] / t['forward_s']:.0f} %)"
+            )
+        bound = share["SEUNet"]["convolutions_s"] / share["UNet baseline"]["forward_s"]
+        lines.append(f"  {'SEUNet convolutions / UNet baseline forward':<{label}}{bound:>7.2f}")
     if "volume" in report:
         v = report["volume"]
         peak = f"{v['peak_mb']:.0f} MB" if v["peak_mb"] is not None else "n/a"
