@@ -266,12 +266,9 @@ def convolution_share(
     ``(1, in_channels, size, size, size)`` input: ``{"SEUNet": {"forward_s", "convolutions_s"}, "UNet baseline":
     {...}}`` in seconds."""
     dev = torch.device(device)
-    nets = {
-        "SEUNet": SEUNet(in_channels=in_channels, out_channels=out_channels, basis_type=basis_type),
-        "UNet baseline": paper_baseline_unet(in_channels=in_channels, out_channels=out_channels),
-    }
+    models = _models(in_channels, out_channels, device=device, basis_type=basis_type)
     x = torch.randn(1, in_channels, size, size, size, device=dev)
-    return compute.convolution_share({name: net.to(dev) for name, net in nets.items()}, x, repeats)
+    return compute.convolution_share({name: models[name].to(dev) for name in ("SEUNet", "UNet baseline")}, x, repeats)
 
 
 def benchmark_volume(
