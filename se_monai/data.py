@@ -14,7 +14,9 @@ real template T1 as the held-out test image.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -27,7 +29,7 @@ from monai import transforms as mt
 from scipy import ndimage
 from tqdm import tqdm
 
-from se_monai.io import InputError, is_nifti
+from se_monai.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, list_images
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "HEAD_PAD",
     "synthesis_transform",
     "TemplateSubjects",
+    "images_to_segment",
     "list_nifti",
     "STRIPPED_ZERO_FRACTION",
     "is_skull_stripped",
@@ -54,6 +57,7 @@ __all__ = [
 
 #: Label values of the brain-tissue task.
 LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
+LOGGER = logging.getLogger(__name__)
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 
@@ -258,23 +262,37 @@ def prepare_brain_tissue_dataset(
     return path
 
 
-def list_nifti(folder: str | os.PathLike) -> list[str]:
-    """NIfTI files to segment in ``folder``: its ``imagesTs/`` when it is an MSD dataset, else the folder itself.
+def images_to_segment(folder: str | os.PathLike) -> list[str]:
+    """The images to segment in ``folder``: its ``imagesTs/`` when it is an MSD dataset, else the folder itself, as
+    :func:`se_monai.io.list_images` lists them (hidden and macOS ``._*`` files ignored; the other files that are
+    not images named in one INFO log line each).
 
     Returns:
-        Sorted paths (str) of ``*.nii`` and ``*.nii.gz`` files.
+        Sorted paths (str) of ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` and ``.mhd`` files.
 
     Raises:
-        FileNotFoundError: the folder does not exist or holds no NIfTI file.
+        FileNotFoundError: the folder does not exist or holds no image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     source = folder / "imagesTs" if (folder / "imagesTs").is_dir() else folder
-    files = sorted(str(p) for p in source.iterdir() if p.is_file() and is_nifti(p))
+    files, ignored = list_images(source)
+    for path, reason in ignored.items():
+        LOGGER.info(f"{path}: ignored ({reason})")
     if not files:
-        raise FileNotFoundError(f"{source}: no NIfTI (.nii, .nii.gz) files")
+        raise FileNotFoundError(f"{source}: no image files ({', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))})")
     return files
+
+
+def list_nifti(folder: str | os.PathLike) -> list[str]:
+    """Deprecated name of :func:`images_to_segment`, kept for the configs of bundles made before it.
+
+    Raises:
+        FileNotFoundError: as :func:`images_to_segment`.
+    """
+    warnings.warn("se_monai.data.list_nifti is deprecated: use images_to_segment", DeprecationWarning, stacklevel=2)
+    return images_to_segment(folder)
 
 
 def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
@@ -286,7 +304,7 @@ def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str
     root = Path(dataset_dir)
     pairs = [
         {"image": image, "label": str(root / "labelsTs" / Path(image).name)}
-        for image in list_nifti(root / "imagesTs")
+        for image in images_to_segment(root / "imagesTs")
         if (root / "labelsTs" / Path(image).name).is_file()
     ]
     if not pairs:

@@ -8,6 +8,8 @@
   loaded when a run starts, so the same command continues a killed run; removed when the run completes.
 - :class:`BatchNormRecalibration`: when training ends, the best checkpoint with its batch-norm statistics estimated
   afresh over chosen training data is validated, and kept as the best checkpoint only if it validates better.
+- :class:`ProgressBar`: Ignite's tqdm progress bar as a bundle handler (``se-monai train`` and ``evaluate`` show it
+  on a terminal).
 - :class:`LabelStatisticsSaver`: per evaluated image, the volume and mean intensity of every predicted class on the
   image's own grid (evaluate.json's ``eval/statistics.json``).
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
+from ignite.contrib.handlers import ProgressBar as IgniteProgressBar  # (also in ignite.handlers from 0.5)
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.checkpoint import BaseSaveHandler
@@ -42,6 +45,7 @@ __all__ = [
     "recalibrate_batch_norm",
     "BatchNormRecalibration",
     "LabelStatisticsSaver",
+    "ProgressBar",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,7 +138,10 @@ class TrainingState:
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise ValueError(f"{self.path}: a run at epoch {engine.state.epoch}, more than max_epochs {max_epochs}")
         engine.state.max_epochs = max_epochs
-        logger.info(f"resuming the training run of {self.path} after epoch {engine.state.epoch}")
+        # a warning, so that a quiet command line shows it too: the run continues instead of starting afresh
+        logger.warning(
+            f"resuming the training run of {self.path} after epoch {engine.state.epoch} (delete it to start afresh)"
+        )
 
     def save(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
@@ -312,3 +319,22 @@ class LabelStatisticsSaver:
             with atomic_write(self.path) as partial:
                 partial.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
             logger.info(f"label statistics of {len(table)} image(s) written to {self.path}")
+
+
+class ProgressBar(IgniteProgressBar):
+    """Ignite's tqdm progress bar (on stderr) over the iterations of each epoch, attached as the bundle workflows
+    attach handlers (``attach(engine)``).
+
+    Args:
+        output_transform: the engine's output to a value shown beside the bar, e.g.
+            ``monai.handlers.from_engine(["loss"], first=True)``.
+        kwargs: of Ignite's ``ProgressBar`` (``persist``, ``desc``, ...).
+    """
+
+    def __init__(self, output_transform: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_transform = output_transform
+
+    def attach(self, engine: Engine, metric_names: Any = None, output_transform: Any = None, **kwargs: Any) -> None:
+        """Attach to ``engine``, showing ``output_transform`` (default: the one given at construction)."""
+        super().attach(engine, metric_names, output_transform or self.output_transform, **kwargs)

@@ -13,10 +13,26 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["InputError", "NIFTI_SUFFIXES", "is_nifti", "nifti_stem", "check_nifti", "check_output_path"]
+__all__ = [
+    "InputError",
+    "NIFTI_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "is_nifti",
+    "nifti_stem",
+    "is_hidden",
+    "list_images",
+    "check_nifti",
+    "check_output_path",
+]
 
 #: File-name endings of NIfTI images.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File-name endings of images read through SimpleITK (:mod:`se_monai.sitk_io`), besides DICOM series folders.
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: First bytes of macOS AppleSingle and AppleDouble files (resource forks and Finder metadata that macOS writes
+#: beside every file on foreign file systems and into archives, e.g. the Medical Segmentation Decathlon's): named
+#: like the image they describe, with no image in them.
+_APPLE_MAGIC = (b"\x00\x05\x16\x00", b"\x00\x05\x16\x07")
 
 
 class InputError(ValueError):
@@ -35,6 +51,57 @@ def nifti_stem(path: str | os.PathLike) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def is_hidden(path: str | os.PathLike) -> bool:
+    """Whether the file or folder name starts with "." (Unix hidden files, macOS ``.DS_Store`` and ``._*``
+    AppleDouble files, se-monai's own temporary files) or is macOS's ``__MACOSX`` archive folder."""
+    name = Path(path).name
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def list_images(
+    folder: str | os.PathLike, suffixes: tuple[str, ...] = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+) -> tuple[list[str], dict[str, str]]:
+    """The image files directly inside ``folder``, as real archives hold them.
+
+    A file is an image when its name ends in one of ``suffixes`` (case-insensitive), it is not hidden
+    (:func:`is_hidden`: macOS's ``._*`` AppleDouble files beside every image of an archive made on a Mac), and its
+    first bytes are not those of an AppleSingle/AppleDouble file (the name says image, the header says otherwise).
+    Files named as images are listed whatever else their header holds: a truncated or corrupt image is the caller's
+    to report, with its reason, when it fails to read.
+
+    Args:
+        folder: the folder to list (not recursive).
+        suffixes: the file-name endings of images.
+
+    Returns:
+        ``(images, ignored)``: the images' paths (str), sorted; ``{path: why it is not listed}`` for the other
+        visible files (e.g. "a macOS AppleDouble file, not an image").
+
+    Raises:
+        InputError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    images, ignored = [], {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):
+        if not path.name.lower().endswith(suffixes):
+            ignored[str(path)] = f"not an image of {', '.join(suffixes)}"
+        elif _first_bytes(path) in _APPLE_MAGIC:
+            ignored[str(path)] = "a macOS AppleDouble file, not an image"
+        else:
+            images.append(str(path))
+    return images, ignored
+
+
+def _first_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4)
+    except OSError:
+        return b""  # unreadable: listed, and reported when it fails to read
 
 
 def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, int]:

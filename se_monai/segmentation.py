@@ -27,7 +27,17 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from se_monai.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
-from se_monai.io import NIFTI_SUFFIXES, InputError, check_nifti, check_output_path, is_nifti, nifti_stem
+from se_monai.engines import CasesFailed, describe_failure
+from se_monai.io import (
+    NIFTI_SUFFIXES,
+    InputError,
+    check_nifti,
+    check_output_path,
+    is_hidden,
+    is_nifti,
+    list_images,
+    nifti_stem,
+)
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
 from se_monai.plausibility import ACTIONS
 from se_monai.sitk_io import (
@@ -72,7 +82,7 @@ def segment_image(
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     device: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     plausibility: str = "warn",
     series: str | None = None,
     statistics: str | os.PathLike | None = None,
@@ -80,6 +90,7 @@ def segment_image(
     probabilities_dtype: str = "float32",
     tta: bool | Sequence[int] = False,
     amp: bool | None = None,
+    verbose: bool = False,
 ) -> Path:
     """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
     grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
@@ -90,7 +101,8 @@ def segment_image(
         output: label file to write (.nii, .nii.gz, .nrrd or .mha; unsigned 8-bit), or for a DICOM series a DICOM
             SEG (.dcm, :func:`se_monai.dicom_seg.write_dicom_seg`); must differ from ``input``.
         bundle_dir: the bundle folder (default :func:`se_monai.workflows.default_bundle_dir`).
-        overlap, sw_batch_size, progress: of the sliding-window inferer.
+        overlap, sw_batch_size: of the sliding-window inferer.
+        progress: the sliding-window inferer's progress bar (stderr); None: when stderr is a terminal.
         device: "cpu", "cuda", ... (default: the config's, CUDA if available).
         plausibility: what to do when the tissue volumes are outside the bundle's ranges
             (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
@@ -137,7 +149,7 @@ def segment_image(
         "dicom_series": series,
         "inferer#overlap": float(overlap),
         "inferer#sw_batch_size": int(sw_batch_size),
-        "inferer#progress": bool(progress),
+        "inferer#progress": sys.stderr.isatty() if progress is None else bool(progress),
         "plausibility_action": plausibility,
         "output_ext": ".nii.gz" if targets.labels.suffix == DICOM_SEG_SUFFIX else _suffix(targets.labels),
         "tta": bool(tta),
@@ -147,7 +159,7 @@ def segment_image(
         **_device_overrides(device, amp),
     }
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=targets.labels.parent) as staging:
-        _run_inference(root, staging, overrides)
+        _run_inference(root, staging, overrides, verbose)
         labels = _staged(Path(staging), "_seg", overrides["output_ext"])
         table = _statistics(root, labels, reference, input) if targets.statistics is not None else None
         if targets.labels.suffix == DICOM_SEG_SUFFIX:
@@ -172,8 +184,9 @@ def _axes(values: Sequence[Any]) -> list[int]:
 
 
 #: Loggers that print an engine's exception with its traceback before it propagates (MONAI's StatsHandler, Ignite's
-#: engine); silenced while segment runs the bundle, which reports the failure in one line instead.
-_ENGINE_LOGGERS = ("monai.handlers.StatsHandler", "ignite.engine.engine.SupervisedEvaluator")
+#: engine) or a skipped case (se_monai.engines); silenced while segment runs the bundle, which reports the failure
+#: in one line instead.
+_ENGINE_LOGGERS = ("monai.handlers.StatsHandler", "ignite.engine.engine.SupervisedEvaluator", "se_monai.engines")
 
 
 class _NoErrors(logging.Filter):
@@ -190,24 +203,26 @@ def _device_overrides(device: str | None, amp: bool | None) -> dict[str, Any]:
     return overrides
 
 
-def _run_inference(root: Path, staging: str, overrides: dict[str, Any]) -> None:
+def _run_inference(root: Path, staging: str, overrides: dict[str, Any], verbose: bool) -> None:
     """Run inference.json; a failure is one :class:`InputError` line: the InputError a transform raised (MONAI's
-    Compose wraps it), else the input's name with the innermost cause (e.g. a degenerate geometry)."""
+    Compose wraps it), else the input's name with the innermost cause (e.g. a degenerate geometry). Bundles made
+    before the configs skipped failed cases raise instead of reporting :class:`se_monai.engines.CasesFailed`."""
     quiet = _NoErrors()
     for name in _ENGINE_LOGGERS:
         logging.getLogger(name).addFilter(quiet)
+    source = overrides["datalist"][0]
     try:
-        run_bundle(["inference.json"], bundle_dir=root, workflow_type="infer", output_dir=staging, **overrides)
+        run_bundle(["inference.json"], root, workflow_type="infer", quiet=not verbose, output_dir=staging, **overrides)
+    except CasesFailed as failed:
+        case = failed.failed[0]
+        if case.error is not None:
+            raise case.error from None
+        raise InputError(f"{source}: inference failed ({case.reason})") from None
     except Exception as err:
-        chain = [err]
-        while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        user = next((e for e in chain if isinstance(e, InputError)), None)
+        reason, user = describe_failure(err)
         if user is not None:
             raise user from None
-        detail = next((str(e).strip().splitlines()[0] for e in reversed(chain) if str(e).strip()), "")
-        source = overrides["datalist"][0]
-        raise InputError(f"{source}: inference failed ({type(chain[-1]).__name__}: {detail[:200]})") from err
+        raise InputError(f"{source}: inference failed ({reason})") from err
     finally:
         for name in _ENGINE_LOGGERS:
             logging.getLogger(name).removeFilter(quiet)
@@ -315,7 +330,8 @@ def find_cases(input_dir: str | os.PathLike) -> tuple[list[Case], list[str]]:
         raise InputError(f"{root}: no such folder")
     cases: list[Case] = []
     dicom_files: set[str] = set()
-    for folder, _, _ in os.walk(root):
+    for folder, folders, _ in os.walk(root):
+        folders[:] = [name for name in folders if not is_hidden(name)]
         uids = dicom_series(folder)
         relative = Path(folder).relative_to(root)
         stem = "_".join(relative.parts) if relative.parts else root.resolve().name
@@ -323,13 +339,12 @@ def find_cases(input_dir: str | os.PathLike) -> tuple[list[Case], list[str]]:
             dicom_files.update(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
             name = stem if len(uids) == 1 else f"{stem}_{uid}"
             cases.append(Case(name, Path(folder), uid if len(uids) > 1 else None))
-    notes = []
-    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if is_nifti(path) or path.name.lower().endswith(IMAGE_SUFFIXES):
-            stem = nifti_stem(path) if is_nifti(path) else path.stem
-            cases.append(Case(stem, path))
-        elif str(path) not in dicom_files and not path.name.lower().endswith(_DATA_SUFFIXES):
-            notes.append(f"{path}: ignored ({_not_a_case(path)})")
+    images, ignored = list_images(root)
+    cases += [Case(nifti_stem(path) if is_nifti(path) else Path(path).stem, Path(path)) for path in images]
+    parts = dicom_files | {path for path in ignored if path.lower().endswith(_DATA_SUFFIXES) and not is_nifti(path)}
+    notes = [
+        f"{path}: ignored ({_not_a_case(Path(path), reason)})" for path, reason in ignored.items() if path not in parts
+    ]
     names = [case.name for case in cases]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -337,12 +352,12 @@ def find_cases(input_dir: str | os.PathLike) -> tuple[list[Case], list[str]]:
     return sorted(cases, key=lambda case: case.name), notes
 
 
-def _not_a_case(path: Path) -> str:
+def _not_a_case(path: Path, reason: str) -> str:
     with open(path, "rb") as handle:
         preamble = handle.read(132)
     if preamble[128:132] == b"DICM":
         return "a DICOM file outside any image series, e.g. a DICOMDIR index or a report"
-    return f"not an image of {', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))} or DICOM"
+    return f"{reason} or DICOM" if reason.startswith("not an image") else reason
 
 
 def segment_folder(
@@ -351,7 +366,7 @@ def segment_folder(
     output_ext: str = ".nii.gz",
     statistics: bool = False,
     probabilities: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     **options: Any,
 ) -> dict[str, list[str]]:
     """Segment every case of :func:`find_cases` into ``output_dir`` as ``<name>_seg<output_ext>`` (with
@@ -363,7 +378,7 @@ def segment_folder(
         output_dir: folder to write to (created if missing).
         output_ext: .nii.gz, .nii, .nrrd or .mha.
         statistics, probabilities: also write the statistics / probability map of each case.
-        progress: a progress bar over the cases (stderr).
+        progress: a progress bar over the cases (stderr); None: when stderr is a terminal.
         options: of :func:`segment_image` (``overlap``, ``tta``, ``plausibility``, ...).
 
     Returns:
@@ -384,7 +399,8 @@ def segment_folder(
     for note in notes:
         print(note, file=sys.stderr)
     result: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
-    for case in tqdm(cases, desc="segmenting", unit="image", disable=not progress, file=sys.stderr):
+    show = sys.stderr.isatty() if progress is None else progress
+    for case in tqdm(cases, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
         paths = {
             "output": out / f"{case.name}_seg{output_ext}",
             "statistics": out / f"{case.name}_statistics.json" if statistics else None,

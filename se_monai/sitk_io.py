@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from monai.data import ImageReader, ImageWriter, NibabelReader
+from monai.data import ImageReader, ImageWriter, NibabelReader, NibabelWriter
 from monai.utils import ensure_tuple
 
-from se_monai.io import NIFTI_SUFFIXES, InputError, is_nifti
+from se_monai.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, is_nifti
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -44,12 +44,11 @@ __all__ = [
     "label_statistics",
     "SimpleITKReader",
     "SimpleITKWriter",
+    "AtomicNibabelWriter",
     "bundle_readers",
     "writer_for",
 ]
 
-#: Input files read through SimpleITK (besides DICOM series folders); NIfTI goes through the bundle's own reader.
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: Label outputs written through SimpleITK: single-file formats only (a detached header names its data file, which
 #: would not survive the rename of an atomic write).
 LABEL_SUFFIXES = (".nrrd", ".mha")
@@ -420,7 +419,18 @@ def bundle_readers(series: str | None = None) -> ImageReader:
     return _ByFormat(series)
 
 
-def writer_for(output_ext: str) -> type[ImageWriter] | None:
-    """The ``writer`` of a SaveImaged writing ``output_ext``: :class:`SimpleITKWriter` for .nrrd and .mha, None
-    (MONAI's choice by suffix, nibabel) for NIfTI."""
-    return SimpleITKWriter if output_ext.lower() in LABEL_SUFFIXES else None
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's NIfTI writer (nibabel), writing to a temporary file beside the target and renaming it, so that an
+    interrupted or failed write leaves no partial file (:func:`se_monai.ops.atomic.atomic_write`)."""
+
+    def write(self, filename: os.PathLike, verbose: bool = False, **obj_kwargs: Any):
+        """Write the image to ``filename`` (its folder is created), atomically."""
+        Path(filename).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(filename) as partial:
+            super().write(partial, verbose=verbose, **obj_kwargs)
+
+
+def writer_for(output_ext: str) -> type[ImageWriter]:
+    """The ``writer`` of a SaveImaged writing ``output_ext``: :class:`SimpleITKWriter` for .nrrd and .mha,
+    :class:`AtomicNibabelWriter` for NIfTI (what MONAI chooses by the suffix, written atomically)."""
+    return SimpleITKWriter if output_ext.lower() in LABEL_SUFFIXES else AtomicNibabelWriter

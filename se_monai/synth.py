@@ -23,7 +23,15 @@ from monai.config import KeysCollection
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-from se_monai.data import HEAD_PAD, HEAD_SHELLS, head_shell_labels, load_icbm152, random_geometry, tissue_labels
+from se_monai.data import (
+    HEAD_PAD,
+    HEAD_SHELLS,
+    TemplateSubjects,
+    head_shell_labels,
+    load_icbm152,
+    random_geometry,
+    tissue_labels,
+)
 
 __all__ = [
     "STRUCTURES",
@@ -35,6 +43,8 @@ __all__ = [
     "synthseg_transform",
     "SynthSegSubjects",
     "AlternatingSubjects",
+    "GENERATORS",
+    "training_subjects",
 ]
 
 #: Structures of the generator's label map, in the order of their values.
@@ -322,3 +332,24 @@ class AlternatingSubjects:
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.generators[seed % len(self.generators)](seed)
+
+
+#: Names of the training-subject generators of :func:`training_subjects` (``se-monai prepare-data --generator``).
+GENERATORS = ("template", "synthseg", "mixed")
+
+
+def training_subjects(generator: str, **synthseg: Any) -> Any:
+    """The training-subject generator named ``generator``: "template" (:class:`se_monai.data.TemplateSubjects`),
+    "synthseg" (:class:`SynthSegSubjects` with the ``synthseg`` keyword arguments) or "mixed" (the two in turn,
+    :class:`AlternatingSubjects`).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}: expected one of {', '.join(GENERATORS)}")
+    if generator == "template":
+        return TemplateSubjects()
+    if generator == "synthseg":
+        return SynthSegSubjects(**synthseg)
+    return AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(**synthseg))

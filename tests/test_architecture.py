@@ -33,6 +33,7 @@ LAYERS = [
         "se_monai.inferers",
         "se_monai.reference",
         "se_monai.handlers",
+        "se_monai.engines",
         "se_monai.fingerprint",
         "se_monai.bundles",
     ),

@@ -12,7 +12,10 @@ import pytest
 import torch
 from helpers import write_crops
 
+import se_monai.inferers
 from se_monai.bases import steerable_basis
+from se_monai.engines import CasesFailed
+from se_monai.inferers import complete_background
 from se_monai.workflows import default_bundle_dir, run_bundle
 
 BUNDLE = default_bundle_dir()
@@ -97,8 +100,24 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
     assert all(c["volume_ml"] == pytest.approx(c["voxels"] * voxel_ml) for c in table.values())
 
 
-def test_monai_bundle_run_segments_a_folder(tmp_path):
-    crops = write_crops(tmp_path / "images")
+def write_archive_quirks(folder: Path, truncate: Path) -> Path:
+    """What real archives hold beside their images: a macOS ``._`` AppleDouble file for each (named like the image),
+    a ``.DS_Store``, a README; and ``truncate`` cut to half its bytes (a download that stopped). Returns the
+    truncated file."""
+    for image in list(folder.iterdir()):
+        (folder / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
+    (folder / "README.txt").write_text("test images\n")
+    data = truncate.read_bytes()
+    truncate.write_bytes(data[: len(data) // 2])
+    return truncate
+
+
+def test_monai_bundle_run_segments_an_msd_folder_past_a_bad_case(tmp_path):
+    """An MSD dataset as the Decathlon archives ship it (``._`` files beside every image) with one truncated image:
+    the run writes every good case, names the bad one with its reason, and exits 1 at the end."""
+    crops = write_crops(tmp_path / "Task01" / "imagesTs")
+    bad = write_archive_quirks(tmp_path / "Task01" / "imagesTs", truncate=crops["aniso"])
     out = tmp_path / "seg"
     # the command of the README, from the repository root, without --bundle_root
     cmd = [
@@ -109,18 +128,82 @@ def test_monai_bundle_run_segments_a_folder(tmp_path):
         "--config_file",
         "bundle/configs/inference.json",
         "--dataset_dir",
-        str(tmp_path / "images"),
+        str(tmp_path / "Task01"),
         "--output_dir",
         str(out),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=BUNDLE.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for kind in ("ras", "lps", "aniso"):
+    assert result.returncode == 1, result.stderr[-3000:]
+    failures = [line for line in result.stdout.splitlines() if " - ERROR - " in line]
+    assert len(failures) == 1 and failures[0].endswith(
+        f"{bad}: skipped (EOFError: Compressed file ended before the end-of-stream marker was reached)"
+    ), result.stdout
+    assert result.stderr.strip().splitlines()[-1] == f"1 case failed and was skipped: {bad}"
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["crop_lps_seg.nii.gz", "crop_ras_seg.nii.gz"]
+    for kind in ("ras", "lps"):
         name = Path(crops[kind]).name.split(".")[0] + "_seg.nii.gz"
         seg, image = nib.load(str(out / name)), nib.load(str(crops[kind]))
         assert seg.shape == image.shape
         np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+
+
+def test_a_case_failing_after_its_labels_are_written_leaves_nothing(tmp_path, monkeypatch):
+    """A case that fails in its iteration after SaveImaged wrote its labels (here writing its probabilities) keeps
+    no output; the next case is written and the run ends with CasesFailed naming the failed one."""
+    crops = write_crops(tmp_path / "images")
+    for kind in ("aniso", "labels"):
+        crops[kind].unlink(missing_ok=True)
+
+    def fail_for_the_lps_crop(probabilities):
+        if "crop_lps" in str(probabilities.meta["filename_or_obj"]):
+            raise OSError(28, "No space left on device")
+        return complete_background(probabilities)
+
+    monkeypatch.setattr(se_monai.inferers, "complete_background", fail_for_the_lps_crop)
+    out = tmp_path / "seg"
+    with pytest.raises(CasesFailed) as raised:
+        run_bundle(
+            ["inference.json"],
+            workflow_type="infer",
+            quiet=True,
+            dataset_dir=str(tmp_path / "images"),
+            output_dir=str(out),
+            save_probabilities=True,
+        )
+    assert [case.line() for case in raised.value.failed] == [
+        f"{crops['lps']}: skipped (OSError: [Errno 28] No space left on device)"
+    ]
+    assert raised.value.code == "1 case failed and was skipped: " + str(crops["lps"])
+    assert sorted(p.name for p in out.iterdir()) == ["crop_ras_prob.nii.gz", "crop_ras_seg.nii.gz"]
+
+
+def test_evaluation_scores_the_cases_that_load_and_names_the_others(tmp_path):
+    """evaluate.json over a test set with a truncated image: the others' Dice are saved, the run ends failed."""
+    crops = write_crops(tmp_path / "crops")
+    root = tmp_path / "Task01"
+    for sub in ("imagesTs", "labelsTs"):
+        (root / sub).mkdir(parents=True)
+    for name in ("case_1", "case_2"):
+        (root / "imagesTs" / f"{name}.nii.gz").write_bytes(crops["ras"].read_bytes())
+        (root / "labelsTs" / f"{name}.nii.gz").write_bytes(crops["labels"].read_bytes())
+    bad = write_archive_quirks(root / "imagesTs", truncate=root / "imagesTs" / "case_2.nii.gz")
+    with pytest.raises(CasesFailed) as raised:
+        run_bundle(
+            ["train.json", "evaluate.json"],
+            workflow_type="infer",
+            quiet=True,
+            dataset_dir=str(root),
+            ckpt_dir=str(BUNDLE / "models"),
+            output_dir=str(tmp_path / "eval"),
+            num_workers=1,  # failures cross from a DataLoader worker
+        )
+    assert [case.source for case in raised.value.failed] == [str(bad)]
+    with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert [Path(row[0]).name for row in rows[1:]] == ["case_1.nii.gz"]
+    assert 0.7 < float(rows[1][-1]) <= 1.0  # the shipped model on a crop of the real T1
 
 
 def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):

@@ -4,6 +4,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +27,15 @@ def run_cli(*args: str, process: bool = False) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "se_monai.cli", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
     out, err, code = io.StringIO(), io.StringIO(), 0
+    # as in a new process, no logging handler is set up (an earlier test's bundle run configured one on its stdout)
+    handlers, logging.root.handlers = logging.root.handlers, []
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main(list(args))
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            logging.root.handlers = handlers
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
@@ -125,7 +130,13 @@ def test_segment_keeps_shape_affine_and_finds_tissue(tmp_path, kind):
     source = crops[kind]
     before = digest(source)
     out = tmp_path / ("seg.nii" if kind == "lps" else "seg.nii.gz")
-    result = run_cli("segment", str(source), str(out), "--progress", "False", process=kind == "lps")
+    if kind == "lps":  # as a user runs it, in a process of its own, with output to files (not a terminal)
+        result = run_cli("segment", str(source), str(out), process=True)
+        # the result and nothing else: no engine log, no progress bar (not a terminal), no library warning
+        assert result.stdout.splitlines() == [f"segmentation written to {out}"], result.stdout
+        assert result.stderr == "", result.stderr
+    else:
+        result = run_cli("segment", str(source), str(out), "--progress", "False")
     assert result.returncode == 0, result.stderr[-2000:]
     seg, image = nib.load(str(out)), nib.load(str(source))
     assert seg.shape == image.shape
@@ -154,6 +165,16 @@ def test_demo_on_real_t1_meets_dice_target(tmp_path, capsys):
     # a skull-stripped input's zero voxels are outside the brain: inference labels them "other" (MaskIntensityd)
     t1 = load_icbm152()[0]
     assert int((np.asarray(seg.dataobj)[t1 == 0] > 0).sum()) == 0
+
+
+def test_verbose_restores_the_engine_logs(tmp_path):
+    crops = write_crops(tmp_path / "images")
+    out = tmp_path / "seg.nii.gz"
+    result = run_cli("segment", str(crops["ras"]), str(out), "--verbose", process=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[-1] == f"segmentation written to {out}"
+    assert any("SupervisedEvaluator - INFO - Engine run finished" in line for line in lines[:-1]), lines
 
 
 def test_train_rejects_a_folder_without_dataset_json(tmp_path):

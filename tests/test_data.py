@@ -1,6 +1,7 @@
 """Offline ICBM152 data: files found in nilearn, labels, MSD layout, determinism."""
 
 import json
+import logging
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +14,7 @@ from se_monai.data import (
     acquired_voxels,
     add_head,
     icbm152_paths,
+    images_to_segment,
     is_skull_stripped,
     labelled_test_datalist,
     list_nifti,
@@ -22,7 +24,7 @@ from se_monai.data import (
     synthesis_transform,
     tissue_labels,
 )
-from se_monai.io import InputError
+from se_monai.io import InputError, list_images
 
 
 def test_template_is_found_offline_and_real():
@@ -106,15 +108,49 @@ def test_msd_dataset(icbm_dataset):
         assert set(np.unique(values)) == {0, 1, 2}
         data = np.asarray(image.dataobj)
         assert data.std() > 0 and (data[values == 2].mean() > data[values == 1].mean())
-    assert list_nifti(root) == [str(root / "imagesTs" / "icbm152_t1.nii.gz")]
+    assert images_to_segment(root) == [str(root / "imagesTs" / "icbm152_t1.nii.gz")]
     assert labelled_test_datalist(root)[0]["label"].endswith("labelsTs/icbm152_t1.nii.gz")
 
 
-def test_list_nifti_errors(tmp_path):
+def test_images_to_segment_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        list_nifti(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no NIfTI"):
-        list_nifti(tmp_path)
+        images_to_segment(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        images_to_segment(tmp_path)
+
+
+def test_images_are_listed_as_real_archives_hold_them(tmp_path, caplog):
+    """An MSD folder as the Decathlon archives ship it: a ``._`` AppleDouble file beside every image (named like it),
+    ``.DS_Store``, a README; images of every readable format, a truncated image (listed: reading it fails, with its
+    reason, where it is segmented), upper-case suffixes, a sub-folder."""
+    root = tmp_path / "Task04_Hippocampus"
+    folder = root / "imagesTs"
+    folder.mkdir(parents=True)
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    for name in ("hippocampus_001.nii.gz", "hippocampus_002.nii", "b.NII.GZ"):
+        nib.save(image, str(folder / name))
+        (folder / f"._{name}").write_bytes(apple)
+    (folder / "c.nrrd").write_bytes(b"NRRD0004\n")
+    (folder / "truncated.nii.gz").write_bytes((folder / "hippocampus_001.nii.gz").read_bytes()[:40])
+    (folder / "renamed.nii.gz").write_bytes(apple)  # an AppleDouble file that lost its "._" on the way
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "README.md").write_text("the test cases")
+    (folder / "extra").mkdir()
+    names = ["b.NII.GZ", "c.nrrd", "hippocampus_001.nii.gz", "hippocampus_002.nii", "truncated.nii.gz"]
+    images, ignored = list_images(folder)
+    assert images == [str(folder / name) for name in names]
+    assert ignored == {
+        str(folder / "README.md"): "not an image of .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd",
+        str(folder / "renamed.nii.gz"): "a macOS AppleDouble file, not an image",
+    }
+    with caplog.at_level(logging.INFO, logger="se_monai.data"):
+        assert images_to_segment(root) == images  # an MSD dataset: its imagesTs/
+    assert f"{folder / 'renamed.nii.gz'}: ignored (a macOS AppleDouble file, not an image)" in caplog.messages
+    with pytest.warns(DeprecationWarning, match="images_to_segment"):
+        assert list_nifti(root) == images  # the name the configs of earlier bundles import
+    with pytest.raises(InputError, match="no such folder"):
+        list_images(folder / "missing")
 
 
 def test_add_head_puts_csf_skull_and_scalp_around_the_brain():

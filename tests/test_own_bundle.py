@@ -76,6 +76,8 @@ def test_train_a_new_bundle_then_segment_evaluate_and_run_it(tmp_path, modalitie
 
     done = run_cli("evaluate", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), "--num_workers", "0")
     assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"val_mean_dice: [01]\.\d{4}", lines[0]) and lines[-1].startswith("metrics written to ")
     with open(bundle / "eval" / "val_mean_dice_raw.csv") as handle:
         header = handle.readline().strip().split(",")
     assert header == ["filename", *[f"class{k}" for k in range(len(labels) - 1)], "mean"]
@@ -194,9 +196,10 @@ def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
     killed_after = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"]
     assert set(saved) == {"model", "optimizer", "lr_scheduler", "checkpointer", "trainer"}
     assert 1 <= killed_after < 20
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=600)  # with the epochs' logs
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming the training run of {state} after epoch {killed_after}" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"model written to {state.parent / 'model.pt'}"
     epochs = [int(n) for n in re.findall(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", done.stdout)]
     assert epochs == list(range(killed_after + 1, 21))
     assert not state.exists() and (bundle / "models" / "model.pt").is_file()
@@ -210,8 +213,14 @@ def test_archive_quirks_float_labels_and_rounded_label_geometry(tmp_path):
     bundle = tmp_path / "bundle"
     done = run_cli("train", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), *SHORT)
     assert done.returncode == 0, done.stderr[-3000:]
+    # without --verbose: what the command says and its results, no engine log
+    assert re.fullmatch(r"best validation val_mean_dice [01]\.\d{4} at epoch \d+", done.stdout.splitlines()[-2])
+    assert done.stdout.splitlines()[-1] == f"model written to {bundle / 'models' / 'model.pt'}"
+    assert " - INFO - " not in done.stdout + done.stderr
     done = run_cli("evaluate", "--dataset_dir", str(dataset), "--bundle_dir", str(bundle), "--num_workers", "0")
     assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"val_mean_dice: [01]\.\d{4}", lines[0]) and lines[-1].startswith("metrics written to ")
 
 
 def _parameters(path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import torch
 from helpers import assert_same_geometry, write_dicom_series
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
@@ -205,10 +206,20 @@ def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):
     write_dicom_series(t1, inputs / "patient" / "series")
     (inputs / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     (inputs / "notes.txt").write_text("scanner notes")
+    # an archive unpacked from a Mac: AppleDouble files beside the images, hidden or (copied by hand) not, and a
+    # __MACOSX folder mirroring the DICOM folder
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    (inputs / "._brain.nii.gz").write_bytes(apple)
+    (inputs / "brain copy.nii.gz").write_bytes(apple)
+    (inputs / "__MACOSX" / "patient" / "series").mkdir(parents=True)
+    (inputs / "__MACOSX" / "patient" / "series" / "._IM0001.dcm").write_bytes(apple)
     cases, notes = find_cases(inputs)
     assert [c.name for c in cases] == ["brain", "broken", "patient_series"]
     suffixes = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd"
-    assert notes == [f"{inputs / 'notes.txt'}: ignored (not an image of {suffixes} or DICOM)"]
+    assert notes == [
+        f"{inputs / 'brain copy.nii.gz'}: ignored (a macOS AppleDouble file, not an image)",
+        f"{inputs / 'notes.txt'}: ignored (not an image of {suffixes} or DICOM)",
+    ]
     before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
     args = ["segment", str(inputs), str(outputs), "--output_ext", ".nrrd", "--statistics", "--progress", "False"]
     done = run_cli(*args)
@@ -230,6 +241,26 @@ def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):
     again = run_cli(*args)
     assert again.returncode == 2 and "0 written, 2 already there, 1 failed" in again.stdout
     assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before  # inputs untouched
+
+
+def test_a_nifti_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The bundle's NIfTI writer (writer_for(".nii.gz")) writes through a temporary file: a write that fails half-way
+    leaves neither the target nor the temporary file."""
+
+    def half_then_fail(image, filename):
+        Path(filename).write_bytes(b"\x1f\x8b partial")
+        raise OSError(28, "No space left on device")
+
+    save = SaveImaged("pred", output_dir=str(tmp_path), writer=sitk_io.writer_for(".nii.gz"), separate_folder=False)
+    image = MetaTensor(torch.ones(1, 4, 4, 4), meta={"filename_or_obj": "case.nii.gz"})
+    monkeypatch.setattr(nib, "save", half_then_fail)
+    with pytest.raises(RuntimeError, match="No space left on device"):  # MONAI's SaveImage reports its writer's error
+        save({"pred": image})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    save({"pred": image})
+    assert [p.name for p in tmp_path.iterdir()] == ["case_trans.nii.gz"]
+    assert nib.load(str(tmp_path / "case_trans.nii.gz")).shape == (4, 4, 4)
 
 
 def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_path):

@@ -16,9 +16,13 @@ __all__ = ["run_demo"]
 
 
 def run_demo(
-    output_dir: str | os.PathLike = "out/demo", bundle_dir: str | os.PathLike | None = None, progress: bool = True
+    output_dir: str | os.PathLike = "out/demo",
+    bundle_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    verbose: bool = False,
 ) -> tuple[Path, dict[str, float]]:
-    """Segment the ICBM152 T1 into ``<output_dir>/icbm152_t1_seg.nii.gz`` and score it.
+    """Segment the ICBM152 T1 into ``<output_dir>/icbm152_t1_seg.nii.gz`` and score it (``progress`` and
+    ``verbose``: of :func:`se_monai.segmentation.segment_image`).
 
     Returns:
         The segmentation written and ``{"grey matter": Dice, "white matter": Dice}``.
@@ -28,7 +32,8 @@ def run_demo(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = segment_image(icbm152_paths()["t1"], out / "icbm152_t1_seg.nii.gz", bundle_dir, progress=progress)
+    t1 = icbm152_paths()["t1"]
+    target = segment_image(t1, out / "icbm152_t1_seg.nii.gz", bundle_dir, progress=progress, verbose=verbose)
     _, gm, wm, _ = load_icbm152()
     tissues = {name: int(value) for value, name in LABELS.items() if int(value) > 0}
     return target, label_dice(nib.load(str(target)).get_fdata(), tissue_labels(gm, wm), tissues)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,10 +25,20 @@ import fire
 from se_monai import __version__
 from se_monai.io import InputError
 
-__all__ = ["command_summaries", "usage", "main"]
+__all__ = ["QUIET_WARNINGS", "QUIET_LOGGERS", "command_summaries", "usage", "main"]
 
 #: Exit status of bad input and unknown commands.
 EXIT_USAGE = 2
+#: Warnings that a user of the command line cannot act on, by category and warning module (a regular expression),
+#: hidden unless ``--verbose``; every other warning (se-monai's own, torch's about the user's device) still shows.
+QUIET_WARNINGS = (
+    (FutureWarning, r"monai\."),  # MONAI announcing changes of its own defaults and arguments
+    (DeprecationWarning, r"(monai|ignite|torch)\."),  # the libraries' use of each other's deprecated API
+    (UserWarning, r"monai\.data\.image_reader"),  # the optional nvImageCodec DICOM decoder is not installed
+)
+#: Loggers that warn about optional packages the commands do not use (MONAI's nvImageCodec plugin), silenced below
+#: ERROR unless ``--verbose``.
+QUIET_LOGGERS = ("monai.data.nvimgcodec_pydicom_plugin",)
 _COMMANDS_SOURCE = Path(__file__).with_name("commands.py")
 
 
@@ -66,6 +78,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def _quiet() -> None:
+    """Hide :data:`QUIET_WARNINGS` and :data:`QUIET_LOGGERS` for this process."""
+    for category, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", category=category, module=module)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _unknown_command(name: str) -> str:
     commands = list(command_summaries())
     closest = difflib.get_close_matches(name.replace("_", "-"), commands, n=1)
@@ -85,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     name = args[0].replace("_", "-")
     if name not in command_summaries():
         _fail(_unknown_command(args[0]))
+    if not any(arg in ("-v", "--verbose", "--verbose=True", "--verbose=true") for arg in args):
+        _quiet()
     # the commands load torch and MONAI: imported only now that one runs (see the module docstring)
     from se_monai.cli import commands
 

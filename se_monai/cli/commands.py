@@ -1,14 +1,14 @@
-"""The commands of ``se-monai`` (run through python-fire by :func:`se_monai.cli.main`): argument checks, one library
-or apps call per command, printing.
-
-Each public function is one command: its name (``_`` written ``-`` on the command line) is in ``__all__``, in the
-order ``se-monai --help`` lists them, and the first line of its docstring is its summary there. Bad input raises
+"""The commands of ``se-monai`` (run through python-fire by :func:`se_monai.cli.main`): argument checks, one library or
+apps call per command, printing (results on stdout; the engines' logs only with ``--verbose``). Each public function
+is one command: its name (``_`` written ``-`` on the command line) is in ``__all__``, in the order ``se-monai
+--help`` lists them, and the first line of its docstring is its summary there. Bad input raises
 :class:`se_monai.io.InputError` (or FileNotFoundError), which the entry point prints as one line.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,12 @@ from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import BASIS_TYPES, disco
 from se_monai.bundles import bundle_plan, check_init_weights, record_network_overrides, training_bundle
-from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
+from se_monai.data import prepare_brain_tissue_dataset
+from se_monai.engines import CasesFailed
 from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
 from se_monai.segmentation import OUTPUT_SUFFIXES, segment_folder, segment_image
-from se_monai.synth import AlternatingSubjects, SynthSegSubjects
+from se_monai.synth import GENERATORS, training_subjects
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle
 
 __all__ = [
@@ -51,7 +52,7 @@ def segment(
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     device: str | None = None,
-    progress: bool = True,
+    progress: Any = None,
     plausibility: str = "warn",
     series: str | None = None,
     statistics: Any = None,
@@ -60,6 +61,7 @@ def segment(
     tta: Any = False,
     amp: Any = None,
     output_ext: str = ".nii.gz",
+    verbose: bool = False,
 ) -> str:
     """Segment an image (NIfTI, NRRD, MetaImage, DICOM series) or a folder of them; labels on the input's grid.
 
@@ -73,7 +75,7 @@ def segment(
         overlap: sliding-window overlap (0..1).
         sw_batch_size: windows per forward pass.
         device: "cpu", "cuda", ... (default: CUDA if available).
-        progress: show the progress bar.
+        progress: the progress bar on stderr (default: when stderr is a terminal); --noprogress hides it.
         plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
             contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
         series: the series instance UID to segment from a folder with several DICOM series.
@@ -86,11 +88,13 @@ def segment(
             7x the time), --tta [0] over those axes (left-right only: 2 passes); off by default.
         amp: mixed precision: default float16 on CUDA, bfloat16 on CPUs with AMX; --amp (any CPU), --noamp (float32).
         output_ext: for folders: .nii.gz, .nii, .nrrd or .mha.
+        verbose: also print the engine's logs and MONAI's warnings.
 
     Returns:
         The label file or folder written.
     """
     options = {"bundle_dir": bundle_dir, "overlap": overlap, "sw_batch_size": sw_batch_size, "device": device}
+    options["verbose"] = bool(verbose)
     options |= {"plausibility": plausibility, "probabilities_dtype": probabilities_dtype, "tta": tta, "amp": amp}
     if Path(input).is_dir() and not Path(output).name.lower().endswith(OUTPUT_SUFFIXES):
         done = segment_folder(input, output, output_ext, bool(statistics), bool(probabilities), progress, **options)
@@ -105,13 +109,14 @@ def segment(
     return str(target)
 
 
-def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
+def train(dataset_dir: str, bundle_dir: str | None = None, verbose: bool = False, **overrides: Any) -> None:
     """Train a bundle of your own on an MSD-layout dataset (made from the shipped bundle on first use).
 
     Args:
         dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
         bundle_dir: the bundle to train (required; never the shipped one): created from the shipped one when it does
             not exist, with the dataset's channels and classes; its best checkpoint is ``<bundle_dir>/models/model.pt``.
+        verbose: print the engines' logs (each iteration's loss, each validation) instead of a progress bar.
         overrides: any train.json id, e.g. ``--epochs 10``, ``--init_weights model.pt`` (fine-tuning: start from
             those weights, checked to fit first); those of the network (``--network_def#basis_type disco``) are also
             written into the bundle's train.json and inference.json, so that inference builds the network trained.
@@ -124,29 +129,35 @@ def train(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> 
     values = bundle_plan(root)
     if values is not None:
         print(describe_plan(values) + " (explicit overrides win)")
-    run_bundle(["train.json"], bundle_dir=root, dataset_dir=str(Path(dataset_dir).resolve()), **overrides)
+    workflow = _run(["train.json"], root, "train", verbose, dataset_dir=str(Path(dataset_dir).resolve()), **overrides)
+    state = workflow.parser.get_parsed_content("validate#evaluator").state
+    print(f"best validation {state.key_metric_name} {state.best_metric:.4f} at epoch {state.best_metric_epoch}")
+    print(f"model written to {Path(workflow.parser.get_parsed_content('ckpt_dir')) / 'model.pt'}")
 
 
-def evaluate(dataset_dir: str, bundle_dir: str | None = None, **overrides: Any) -> None:
+def evaluate(dataset_dir: str, bundle_dir: str | None = None, verbose: bool = False, **overrides: Any) -> None:
     """Dice of the bundle's model on imagesTs/ images with labels in labelsTs/ (eval/: metrics, statistics.json).
 
     Args:
         dataset_dir: an MSD-layout dataset folder.
         bundle_dir: bundle folder (default: the one shipped with se-monai).
+        verbose: print the engine's logs instead of a progress bar.
         overrides: any train.json or evaluate.json id.
     """
     root = resolve_bundle_dir(bundle_dir)
-    run_bundle(
-        ["train.json", "evaluate.json"],
-        bundle_dir=root,
-        workflow_type="infer",
-        dataset_dir=str(dataset_dir),
-        **overrides,
-    )
+    workflow = _run(["train.json", "evaluate.json"], root, "infer", verbose, dataset_dir=str(dataset_dir), **overrides)
+    for name, value in workflow.parser.get_parsed_content("validate#evaluator").state.metrics.items():
+        print(f"{name}: {value:.4f}")
+    print(f"metrics written to {workflow.parser.get_parsed_content('output_dir')}")
 
 
-#: Training-subject generators of ``prepare-data``.
-GENERATORS = ("template", "synthseg", "mixed")
+def _run(configs: list[str], root: Path, workflow_type: str, verbose: bool, **overrides: Any) -> Any:
+    """run_bundle with a progress bar on a terminal and the logs only when ``verbose``; failed cases: InputError."""
+    overrides.setdefault("progress", not verbose and sys.stderr.isatty())
+    try:
+        return run_bundle(configs, root, workflow_type, quiet=not verbose, **overrides)
+    except CasesFailed as failed:
+        raise InputError(str(failed)) from None
 
 
 def prepare_data(
@@ -182,28 +193,24 @@ def prepare_data(
     thickness = tuple(_floats(thickness_range, "thickness_range"))
     if len(thickness) != 2 or thickness[0] > thickness[1]:
         raise InputError(f"--thickness_range {thickness_range}: expected two numbers (low, high), low <= high")
-    synthseg = {"t1_prob": t1_prob, "strip_prob": strip_prob, "thickness_range": thickness}
-    subjects = {
-        "template": TemplateSubjects,
-        "synthseg": lambda: SynthSegSubjects(**synthseg),
-        "mixed": lambda: AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(**synthseg)),
-    }[generator]()
+    subjects = training_subjects(generator, t1_prob=t1_prob, strip_prob=strip_prob, thickness_range=thickness)
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
     return str(path)
 
 
-def demo(output_dir: str = "out/demo", bundle_dir: str | None = None) -> dict[str, float]:
+def demo(output_dir: str = "out/demo", bundle_dir: str | None = None, verbose: bool = False) -> dict[str, float]:
     """Segment the real ICBM152 T1 with the shipped model and print grey/white-matter Dice against the template.
 
     Args:
         output_dir: folder for ``icbm152_t1_seg.nii.gz``.
         bundle_dir: bundle folder (default: the one shipped with se-monai).
+        verbose: also print the engine's logs and MONAI's warnings.
 
     Returns:
         ``{"grey matter": dice, "white matter": dice}``.
     """
-    target, scores = run_demo(output_dir, bundle_dir)
+    target, scores = run_demo(output_dir, bundle_dir, verbose=verbose)
     print(f"segmentation written to {target}")
     for name, value in scores.items():
         print(f"Dice {name}: {value:.4f}")
@@ -304,18 +311,11 @@ def equivariance(
         network: include the bundle's trained SEUNet end to end on the real T1.
         json: print JSON instead of tables.
     """
-    settings = {
-        "kernel_size": int(kernel_size),
-        "effective_size": int(effective_size),
-        "scales": None if scales is None else _floats(scales, "scales"),
-        "size": int(size),
-        "factors": _floats(factors, "factors"),
-        "interpolations": [interpolations] if isinstance(interpolations, str) else list(interpolations),
-        "seeds": [int(v) for v in _floats(seeds, "seeds")],
-        "activation": activation,
-        "integer": integer,
-        "network": network,
-    }
+    settings = {"kernel_size": int(kernel_size), "effective_size": int(effective_size), "size": int(size)}
+    settings |= {"scales": None if scales is None else _floats(scales, "scales"), "integer": integer}
+    settings |= {"interpolations": [interpolations] if isinstance(interpolations, str) else list(interpolations)}
+    settings |= {"seeds": [int(v) for v in _floats(seeds, "seeds")], "factors": _floats(factors, "factors")}
+    settings |= {"activation": activation, "network": network}
     try:
         result = equivariance_report(**settings)
     except ValueError as err:
@@ -364,7 +364,7 @@ def experiment(
         output_dir: replaces the config's ``output_dir`` (runs, results.csv/json, plots).
         dataset_dir: replaces the config's ``dataset_dir`` (an MSD-layout dataset).
         plots: draw the Dice plots (PNG) from the results.
-        progress: show the progress bar.
+        progress: the progress bar on stderr (default: when stderr is a terminal); --noprogress hides it.
 
     Returns:
         The output folder.
