@@ -233,7 +233,7 @@ def prepare_brain_tissue_dataset(
 
     subjects = subjects or TemplateSubjects()
     training = []
-    for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject"):
+    for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject", disable=None):  # on a terminal
         name = f"subject_{i:03d}.nii.gz"
         image_path, label_path = root / "imagesTr" / name, root / "labelsTr" / name
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})

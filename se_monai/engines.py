@@ -97,6 +97,7 @@ class CasesFailed(SystemExit):
 
     def __init__(self, failed: Sequence[FailedCase]):
         self.failed = list(failed)
+        self.workflow: Any = None  # the run's workflow, where the caller has it (se_monai.workflows.run_bundle)
         names = ", ".join(case.source for case in self.failed[:3]) + (", ..." if len(self.failed) > 3 else "")
         count = "1 case" if len(self.failed) == 1 else f"{len(self.failed)} cases"
         super().__init__(f"{count} failed and {'was' if len(self.failed) == 1 else 'were'} skipped: {names}")

@@ -50,8 +50,9 @@ def _ras(image: nib.Nifti1Image) -> tuple[list[float], list[int]]:
     return spacing, size
 
 
-def dataset_fingerprint(dataset_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
-    """Spacings, shapes and foreground intensity statistics of the training cases of an MSD-layout dataset.
+def dataset_fingerprint(dataset_dir: str | os.PathLike, progress: bool | None = None) -> dict[str, Any]:
+    """Spacings, shapes and foreground intensity statistics of the training cases of an MSD-layout dataset
+    (``progress``: a bar over the cases on stderr; None: when stderr is a terminal).
 
     Returns:
         ``{"cases", "modality", "spacings": [[x, y, z] mm per case], "shapes": [[x, y, z] per case],
@@ -65,7 +66,8 @@ def dataset_fingerprint(dataset_dir: str | os.PathLike, progress: bool = True) -
     cases = load_decathlon_datalist(str(root / "dataset.json"), True, "training", str(root))
     rng = np.random.default_rng(0)
     spacings, shapes, samples = [], [], {str(c): [] for c in range(len(dataset["modality"]))}
-    for case in tqdm(cases, desc="dataset fingerprint", unit="case", disable=not progress):
+    hidden = None if progress is None else not progress  # tqdm's None: hidden unless stderr is a terminal
+    for case in tqdm(cases, desc="dataset fingerprint", unit="case", disable=hidden):
         image = nib.load(case["image"])
         spacing, shape = _ras(image)
         spacings.append(spacing)

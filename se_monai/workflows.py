@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from se_monai.engines import CasesFailed
 from se_monai.io import InputError
 
 __all__ = [
@@ -148,6 +149,7 @@ def run_bundle(
 
     Raises:
         InputError, FileNotFoundError: no bundle (see :func:`resolve_bundle_dir`); errors of the configs' components.
+        se_monai.engines.CasesFailed: cases failed and were skipped (``failed.workflow``: the finished workflow).
     """
     root = resolve_bundle_dir(bundle_dir)
     files = [str(p if Path(p).is_file() else root / "configs" / p) for p in configs]
@@ -166,7 +168,11 @@ def run_bundle(
         if quiet:
             logging.disable(logging.INFO)
         workflow.initialize()
-        workflow.run()
+        try:
+            workflow.run()
+        except CasesFailed as failed:
+            failed.workflow = workflow  # the results of the cases that did not fail
+            raise
         workflow.finalize()
     finally:
         logging.disable(previous)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_crops
+from test_cli import run_cli
 
 import se_monai.inferers
 from se_monai.bases import steerable_basis
@@ -189,17 +190,19 @@ def test_evaluation_scores_the_cases_that_load_and_names_the_others(tmp_path):
         (root / "imagesTs" / f"{name}.nii.gz").write_bytes(crops["ras"].read_bytes())
         (root / "labelsTs" / f"{name}.nii.gz").write_bytes(crops["labels"].read_bytes())
     bad = write_archive_quirks(root / "imagesTs", truncate=root / "imagesTs" / "case_2.nii.gz")
-    with pytest.raises(CasesFailed) as raised:
-        run_bundle(
-            ["train.json", "evaluate.json"],
-            workflow_type="infer",
-            quiet=True,
-            dataset_dir=str(root),
-            ckpt_dir=str(BUNDLE / "models"),
-            output_dir=str(tmp_path / "eval"),
-            num_workers=1,  # failures cross from a DataLoader worker
-        )
-    assert [case.source for case in raised.value.failed] == [str(bad)]
+    args = ["--dataset_dir", str(root), "--ckpt_dir", str(BUNDLE / "models"), "--output_dir", str(tmp_path / "eval")]
+    done = run_cli("evaluate", *args, "--num_workers", "1")  # failures cross from a DataLoader worker
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{bad}: skipped (EOFError: Compressed file ended before the end-of-stream marker was reached)",
+        f"se-monai: error: 1 case failed and was skipped: {bad}",
+    ]
+    # the metrics of the cases that loaded, then where they are
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
+        "val_mean_dice",
+        "val_accuracy",
+        "metrics written to " + str(tmp_path / "eval"),
+    ]
     with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as handle:
         rows = list(csv.reader(handle))
     assert [Path(row[0]).name for row in rows[1:]] == ["case_1.nii.gz"]

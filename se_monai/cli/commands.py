@@ -129,7 +129,9 @@ def train(dataset_dir: str, bundle_dir: str | None = None, verbose: bool = False
     values = bundle_plan(root)
     if values is not None:
         print(describe_plan(values) + " (explicit overrides win)")
-    workflow = _run(["train.json"], root, "train", verbose, dataset_dir=str(Path(dataset_dir).resolve()), **overrides)
+    workflow, _ = _run(
+        ["train.json"], root, "train", verbose, dataset_dir=str(Path(dataset_dir).resolve()), **overrides
+    )
     state = workflow.parser.get_parsed_content("validate#evaluator").state
     print(f"best validation {state.key_metric_name} {state.best_metric:.4f} at epoch {state.best_metric_epoch}")
     print(f"model written to {Path(workflow.parser.get_parsed_content('ckpt_dir')) / 'model.pt'}")
@@ -145,19 +147,23 @@ def evaluate(dataset_dir: str, bundle_dir: str | None = None, verbose: bool = Fa
         overrides: any train.json or evaluate.json id.
     """
     root = resolve_bundle_dir(bundle_dir)
-    workflow = _run(["train.json", "evaluate.json"], root, "infer", verbose, dataset_dir=str(dataset_dir), **overrides)
+    configs = ["train.json", "evaluate.json"]
+    workflow, failed = _run(configs, root, "infer", verbose, dataset_dir=str(dataset_dir), **overrides)
     for name, value in workflow.parser.get_parsed_content("validate#evaluator").state.metrics.items():
-        print(f"{name}: {value:.4f}")
+        print(f"{name}: {value:.4f}")  # of the cases that did not fail
     print(f"metrics written to {workflow.parser.get_parsed_content('output_dir')}")
+    if failed is not None:
+        raise InputError(str(failed))
 
 
-def _run(configs: list[str], root: Path, workflow_type: str, verbose: bool, **overrides: Any) -> Any:
-    """run_bundle with a progress bar on a terminal and the logs only when ``verbose``; failed cases: InputError."""
+def _run(configs: list[str], root: Path, workflow_type: str, verbose: bool, **overrides: Any) -> tuple[Any, Any]:
+    """``(workflow, CasesFailed or None)`` of run_bundle, with a progress bar on a terminal and the engines' logs
+    only when ``verbose``."""
     overrides.setdefault("progress", not verbose and sys.stderr.isatty())
     try:
-        return run_bundle(configs, root, workflow_type, quiet=not verbose, **overrides)
+        return run_bundle(configs, root, workflow_type, quiet=not verbose, **overrides), None
     except CasesFailed as failed:
-        raise InputError(str(failed)) from None
+        return failed.workflow, failed
 
 
 def prepare_data(
@@ -262,17 +268,8 @@ def bench(
         raise InputError(f"--size {size}: must be divisible by 8 (SEUNet strides)")
     if basis_type not in BASIS_TYPES:
         raise InputError(f"--basis_type {basis_type}: expected one of {', '.join(BASIS_TYPES)}")
-    report = benchmark.run(
-        size=size,
-        repeats=repeats,
-        device=device,
-        threads=threads,
-        layers=layers,
-        volume=volume,
-        amp=amp,
-        memory=memory,
-        basis_type=basis_type,
-    )
+    settings = {"size": size, "repeats": repeats, "device": device, "threads": threads, "layers": layers}
+    report = benchmark.run(**settings, volume=volume, amp=amp, memory=memory, basis_type=basis_type)
     print(jsonlib.dumps(report, indent=2) if json else benchmark.format_table(report))
 
 
