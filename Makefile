@@ -7,7 +7,7 @@ DATA := data/icbm152_mixed
 # CPU torch on this project's machines; GPU users install their own torch before `pip install -e .`.
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 
-.PHONY: setup demo lint format test test-slow test-monailabel experiment experiment-quick data train evaluate real-brains clean
+.PHONY: setup demo lint format test test-slow test-monailabel cuda-wheels experiment experiment-quick data train evaluate real-brains clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ test-monailabel: $(ML_VENV)/.installed $(ML_MONAI15)/.installed
 	PYTHONPATH=$(ML_MONAI15) $(ML_VENV)/bin/python -c "import monai; print('MONAI', monai.__version__)"
 	PYTHONPATH=$(ML_MONAI15) $(ML_VENV)/bin/python -m pytest -m monailabel tests/test_monailabel.py
 
+# Python 3.12 wheels of what a lent GPU machine lacks, packed to travel with the working tree (.ci/cuda_check.sh runs
+# the CUDA tests and the bench there; docs/performance.md, "CUDA").
+cuda-wheels: .cuda-wheels/wheels.tar.xz
+.cuda-wheels/wheels.tar.xz: .ci/cuda-wheels.txt .ci/cuda_wheels.sh | $(STAMP)
+	PYTHON=$(BIN)/python bash .ci/cuda_wheels.sh
+
 # The scale-generalisation experiment (docs/results.md): about 2 hours on 2 CPU cores; resumable.
 experiment: setup
 	$(BIN)/se-monai experiment configs/scale_generalisation.json
@@ -110,4 +116,4 @@ real-brains: $(VENV)/.study $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz \
 	$(BIN)/python docs/real_brains_study.py
 
 clean:
-	rm -rf $(VENV) $(ML_VENV) out bundle/eval .pytest_cache
+	rm -rf $(VENV) $(ML_VENV) out bundle/eval .pytest_cache .cuda-wheels

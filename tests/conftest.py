@@ -16,6 +16,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+# CUDA computes float32 convolutions and products in TF32 (10-bit significands) by default: the tests compare float32
+# results (reference formulation, CPU) at float32 tolerances; mixed precision has tests of its own
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
 @pytest.fixture(scope="session")
 def icbm_dataset(tmp_path_factory):
     """A two-subject ICBM152 brain-tissue dataset in the MSD layout (written once per test session)."""

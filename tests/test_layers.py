@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from devices import DEVICES
 
 import se_monai.reference as ref
 from se_monai.layers import (
@@ -26,11 +27,12 @@ def _with_bias(layer):
     return layer
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("basis_type", ["single", "multi", "disco"])
 @pytest.mark.parametrize(
     "stride,padding,transposed,output_padding", [(1, 2, False, 0), (2, 2, False, 0), (2, 2, True, 1), (1, 0, True, 0)]
 )
-def test_lifting_equals_reference(basis_type, stride, padding, transposed, output_padding):
+def test_lifting_equals_reference(basis_type, stride, padding, transposed, output_padding, device):
     layer = _with_bias(
         SESConv_Z3_H(
             2,
@@ -46,8 +48,8 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
             kernel_padding=False,
             output_padding=output_padding,
         )
-    )
-    x = torch.randn(2, 2, 8, 9, 10, requires_grad=True)
+    ).to(device)
+    x = torch.randn(2, 2, 8, 9, 10, device=device, requires_grad=True)
     y = layer(x)
     expected = ref.lifting_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
     assert y.shape == expected.shape and y.shape[:3] == (2, 3, 3)
@@ -64,7 +66,10 @@ def test_lifting_equals_reference(basis_type, stride, padding, transposed, outpu
     "stride,padding,transposed,output_padding", [(1, 1, False, 0), (2, 1, False, 0), (2, 1, True, 1)]
 )
 @pytest.mark.parametrize("training", [True, False])
-def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, transposed, output_padding, training):
+@pytest.mark.parametrize("device", DEVICES)
+def test_group_conv_equals_reference(
+    basis_type, scale_size, stride, padding, transposed, output_padding, training, device
+):
     layer = _with_bias(
         SESConv_H_H(
             3,
@@ -81,9 +86,9 @@ def test_group_conv_equals_reference(basis_type, scale_size, stride, padding, tr
             kernel_padding=False,
             output_padding=output_padding,
         )
-    )
+    ).to(device)
     layer.train(training)
-    x = torch.randn(2, 3, len(SCALES), 6, 7, 8, requires_grad=True)
+    x = torch.randn(2, 3, len(SCALES), 6, 7, 8, device=device, requires_grad=True)
     y = layer(x)
     expected = ref.group_conv(x, layer.weight, layer.basis, layer.bias, stride, padding, transposed, output_padding)
     assert y.shape == expected.shape
@@ -126,18 +131,21 @@ def layer_call(layer, inp, weight):
     return torch.func.functional_call(layer, {"weight": weight}, (inp,))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_1x1_equals_per_scale_conv(stride):
-    layer = SESConv_H_H_1x1(3, 5, stride=stride, num_scales=4)
-    x = torch.randn(2, 3, 4, 6, 7, 5)
+def test_1x1_equals_per_scale_conv(stride, device):
+    layer = SESConv_H_H_1x1(3, 5, stride=stride, num_scales=4).to(device)
+    x = torch.randn(2, 3, 4, 6, 7, 5, device=device)
     torch.testing.assert_close(layer(x), ref.conv_1x1(x, layer.weight, layer.bias, stride), **TOL)
 
 
-def test_batch_norm_statistics_shared_across_scales():
-    norm = SEBatchNorm(3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_norm_statistics_shared_across_scales(device):
+    norm = SEBatchNorm(3).to(device)
     torch.nn.init.normal_(norm.weight)
     torch.nn.init.normal_(norm.bias)
-    x = torch.randn(2, 3, 4, 5, 6, 7) * torch.tensor([1.0, 3.0, 0.5]).reshape(1, 3, 1, 1, 1, 1) + 2.0
+    spread = torch.tensor([1.0, 3.0, 0.5], device=device).reshape(1, 3, 1, 1, 1, 1)
+    x = torch.randn(2, 3, 4, 5, 6, 7, device=device) * spread + 2.0
     torch.testing.assert_close(norm(x), ref.batch_norm(x, norm.weight, norm.bias), **TOL)
     n = x.numel() / 3
     expected_mean = 0.1 * x.mean(dim=[0, 2, 3, 4, 5])
