@@ -24,6 +24,11 @@ skull on, FreeSurfer's intensity normalisation: white matter 110) with its pial 
 white) and the white-surface interior are its atlas labels, and the T1 masked to the pial surfaces dilated by 2 mm is
 its skull-stripped cerebrum (no cerebellum or brainstem: the surfaces cover the cerebrum only).
 
+Beside each model, on the same inputs, a classical tissue classifier: ANTs Atropos (antspyx, the study extra; never
+a dependency of se-monai), ``atropos(a=image, m="[0.2,1x1x1]", c="[5,0]", i="kmeans[3]", x=mask)`` with the non-zero
+voxels as mask, its three classes named CSF, grey and white matter by their mean intensity. S1 is validation data
+only: no model is trained on it, takes intensities from it or is tuned on it beyond choosing between models.
+
 Run (about 10 minutes on 2 CPU cores with the default zooms):
 
     make real-brains        # fetches mricron-data (apt-get download) and pycortex (pip download), then runs this
@@ -73,7 +78,10 @@ NORMS = {
     "macaque, INIA19 space": {"grey matter + white matter": (0.9 * INIA19_ATLAS_ML, 1.1 * INIA19_ATLAS_ML)},
 }
 SHIPPED_RULES = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())["plausibility"]
-NAMES = {"1": "grey matter", "2": "white matter"}
+#: The classes every method reports, by name (a model's class index for each comes from its bundle's class names).
+TISSUES = ("grey matter", "white matter", "csf")
+#: Label values of the labels this study scores: 1 grey matter, 2 white matter, 3 CSF (0 anything else).
+NAMES = {"1": "grey matter", "2": "white matter", "3": "csf"}
 
 
 def _on_grid(atlas: Path, reference: nib.Nifti1Image) -> np.ndarray:
@@ -131,10 +139,11 @@ def _s1_cerebrum(db: Path) -> dict[str, float]:
 
 def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Path], name: str) -> list[str]:
     """Atlas GM voxels labelled GM and atlas WM voxels labelled WM (Colin27: AAL and JHU tracts; S1: its cortical
-    ribbon and white-surface interior), for a case with the skull on the tissue outside the brain mask (mL), and for
-    INIA19 the Dice of grey + white matter with the NeuroMaps atlas's labelled voxels (its brain tissue)."""
+    ribbon and white-surface interior), for a case with the skull on the tissue (CSF, GM, WM) outside the brain mask
+    (mL) and for Colin27 its Dice with ``ch2bet``'s brain mask, and for INIA19 the Dice of grey + white matter with
+    the NeuroMaps atlas's labelled voxels (its brain tissue)."""
     if name.startswith("INIA19"):
-        atlas, tissue = _on_grid(folders["mricron"] / INIA19_ATLAS, image) > 0, labels > 0
+        atlas, tissue = _on_grid(folders["mricron"] / INIA19_ATLAS, image) > 0, np.isin(labels, (1, 2))
         return ["-", "-", "-", f"{2 * (atlas & tissue).sum() / max(atlas.sum() + tissue.sum(), 1):.3f}"]
     if name.startswith("Colin27"):
         folder = folders["mricron"]
@@ -148,12 +157,51 @@ def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Pa
     else:
         return ["-", "-", "-", "-"]
     cells = [f"{(labels[grey] == 1).mean():.3f}", f"{(labels[white] == 2).mean():.3f}"]
-    if "skull on" in name:
-        outside = (labels > 0) & ~brain
-        cells.append(f"{class_volumes(outside, image.affine, {'1': 'outside'})['outside']:.0f}")
-    else:
-        cells.append("-")
-    return [*cells, "-"]
+    if "skull on" not in name:
+        return [*cells, "-", "-"]
+    outside = (labels > 0) & ~brain
+    cells.append(f"{class_volumes(outside, image.affine, {'1': 'outside'})['outside']:.0f}")
+    return [*cells, f"{_dice(labels > 0, brain):.3f}" if name.startswith("Colin27") else "-"]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+
+
+def _s1_dice(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Path], name: str) -> list[str]:
+    """S1's cortical ribbon against the grey matter and its white-surface interior against the white matter (with the
+    skull on, inside its cerebrum: the surfaces cover the cerebrum only)."""
+    if not name.startswith("S1"):
+        return ["-", "-"]
+    atlas = _on_grid(folders["pycortex"] / "S1_atlas.nii.gz", image)
+    labels = labels * (_on_grid(folders["pycortex"] / "S1_cerebrum.nii.gz", image) > 0)
+    return [f"{_dice(labels == 1, atlas == 1):.3f}", f"{_dice(labels == 2, atlas == 2):.3f}"]
+
+
+def atropos_labels(path: Path) -> np.ndarray:
+    """ANTs Atropos (k-means initialised, 3 classes, MRF smoothing 0.2) over the image's non-zero voxels, as
+    :data:`NAMES` labels (classes ordered CSF < grey < white matter by their mean intensity)."""
+    import ants  # the study's own dependency (pip install 'se-monai[study]')
+
+    image = ants.image_read(str(path))
+    mask = ants.get_mask(image, low_thresh=float(np.nextafter(np.float32(0), np.float32(1))), cleanup=0)
+    classes = ants.atropos(a=image, m="[0.2,1x1x1]", c="[5,0]", i="kmeans[3]", x=mask)["segmentation"].numpy()
+    intensities = image.numpy()
+    order = np.argsort([intensities[classes == k].mean() for k in (1, 2, 3)])  # darkest first
+    labels = np.zeros(classes.shape, np.uint8)
+    for value, k in zip((3, 1, 2), order, strict=True):
+        labels[classes == k + 1] = value
+    return labels
+
+
+def _model_labels(written: Path, class_names: dict[str, str]) -> np.ndarray:
+    """A model's labels as :data:`NAMES` values, by its classes' names."""
+    labels = np.asarray(nib.load(str(written)).dataobj)
+    out = np.zeros(labels.shape, np.uint8)
+    for index, name in class_names.items():
+        if name in TISSUES:
+            out[labels == int(index)] = TISSUES.index(name) + 1
+    return out
 
 
 def _zoomed(path: Path, zoom: float, folder: Path) -> Path:
@@ -181,8 +229,10 @@ def main(
     bundles: dict | None = None,
     zooms: tuple = (1.0, 1.4, 2.0),
     output_dir: str = "docs/results/real_brains",
+    atropos: bool = True,
 ) -> None:
-    """Print a markdown table per bundle and write the PNGs to ``output_dir``."""
+    """Print a markdown table of every bundle and of ANTs Atropos (``atropos``: at zoom 1) and write the PNGs to
+    ``output_dir``."""
     folders = {"mricron": Path(templates), "pycortex": Path(pycortex)}
     if not (folders["pycortex"] / "anatomicals" / "raw.nii.gz").is_file():
         raise SystemExit(f"{pycortex}: no anatomicals/raw.nii.gz (run `make real-brains` to fetch pycortex)")
@@ -198,46 +248,63 @@ def main(
     if round(labelled, 1) != INIA19_ATLAS_ML:
         raise SystemExit(f"{INIA19_ATLAS}: labels {labelled:.1f} mL, not the {INIA19_ATLAS_ML} mL of INIA19's norm")
     bundles = bundles or {"shipped": None}
-    print(
-        "| model | brain | zoom | grey matter (mL) | white matter (mL) | within norms | plausibility | atlas GM as GM "
-        "| atlas WM as WM | tissue outside brain (mL) | tissue Dice with atlas | seconds |"
+    header = (
+        "| method | brain | zoom | CSF (mL) | grey matter (mL) | white matter (mL) | GM/WM | within norms "
+        "| plausibility | atlas GM as GM | atlas WM as WM | ribbon Dice | white Dice | tissue outside brain (mL) "
+        "| tissue Dice with atlas | seconds |"
     )
-    print("| --- |" + " --- |" * 11)
+    print(header)
+    print("| --- |" + " --- |" * (header.count("|") - 2))
+    methods = {**bundles, **({"ANTs Atropos": "atropos"} if atropos else {})}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for model, bundle in bundles.items():
-            config = json.loads((resolve_bundle_dir(bundle) / "configs" / "inference.json").read_text())
+        for method, bundle in methods.items():
+            config = (
+                {}
+                if bundle == "atropos"
+                else json.loads((resolve_bundle_dir(bundle) / "configs" / "inference.json").read_text())
+            )
             rules = config.get("plausibility") or SHIPPED_RULES
             for name, (source, file, norms) in CASES.items():
                 path = folders[source] / file
                 image = nib.load(str(path))
                 stem = Path(file).name.split(".")[0]
                 stem = stem if source == "mricron" or stem.startswith("S1") else f"S1_{stem}"
-                for zoom in (float(z) for z in zooms):
-                    out = work / f"{model}_{zoom:g}_{stem}.nii.gz"
+                for zoom in (1.0,) if bundle == "atropos" else (float(z) for z in zooms):
+                    out = work / f"{method.replace(' ', '_')}_{zoom:g}_{stem}.nii.gz"
                     start = time.perf_counter()
-                    segment_image(_zoomed(path, zoom, work), out, bundle, progress=False, plausibility="off")
+                    if bundle == "atropos":
+                        labels = atropos_labels(path)
+                    else:
+                        segment_image(_zoomed(path, zoom, work), out, bundle, progress=False, plausibility="off")
+                        labels = _model_labels(out, config["class_names"])
                     seconds = time.perf_counter() - start
-                    labels = np.asarray(nib.load(str(out)).dataobj)
                     volumes = class_volumes(labels, image.affine, NAMES)  # labels on the input's own grid
                     broken = check_volumes(volumes, rules)
+                    ratio = (
+                        volumes["grey matter"] / volumes["white matter"] if volumes["white matter"] else float("inf")
+                    )
                     cells = [
-                        model,
+                        method,
                         name,
                         f"{zoom:g}",
+                        f"{volumes['csf']:.1f}" if volumes["csf"] else "-",
                         f"{volumes['grey matter']:.1f}",
                         f"{volumes['white matter']:.1f}",
+                        f"{ratio:.2f}",
                         _within(volumes, norms),
                         "; ".join(broken) if broken else "plausible",
-                        *_agreement(labels, image, folders, name),
+                        *_agreement(labels, image, folders, name)[:2],
+                        *_s1_dice(labels, image, folders, name),
+                        *_agreement(labels, image, folders, name)[2:],
                         f"{seconds:.0f}",
                     ]
                     print("| " + " | ".join(cells) + " |", flush=True)
                     _plot(
                         image,
                         labels,
-                        Path(output_dir) / f"{model.replace(' ', '_')}_{stem}_zoom{zoom:g}.png",
-                        f"{model}: {name}, zoom {zoom:g} (GM {volumes['grey matter']:.0f} mL, "
+                        Path(output_dir) / f"{method.replace(' ', '_')}_{stem}_zoom{zoom:g}.png",
+                        f"{method}: {name}, zoom {zoom:g} (GM {volumes['grey matter']:.0f} mL, "
                         f"WM {volumes['white matter']:.0f} mL)",
                     )
 

@@ -34,6 +34,7 @@ from se_monai.ops.atomic import atomic_write
 
 __all__ = [
     "LABELS",
+    "CSF_LABELS",
     "icbm152_paths",
     "tissue_labels",
     "load_icbm152",
@@ -57,6 +58,8 @@ __all__ = [
 
 #: Label values of the brain-tissue task.
 LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
+#: Label values of the brain-tissue task with a CSF class (labels 1 and 2 keep their meaning).
+CSF_LABELS = {**LABELS, "3": "csf"}
 LOGGER = logging.getLogger(__name__)
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
@@ -83,17 +86,23 @@ def icbm152_paths() -> dict[str, Path]:
     return paths
 
 
-def tissue_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """Labels 0 other, 1 grey matter, 2 white matter from probability maps in [0, 1] (argmax; ties go low).
+def tissue_labels(gm: np.ndarray, wm: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
+    """Labels 0 other, 1 grey matter, 2 white matter from probability maps in [0, 1] (argmax; ties go low), and with
+    ``brain`` 3 CSF where "other" wins inside it (:data:`CSF_LABELS`).
 
     Args:
         gm, wm: arrays of the same shape, probabilities in [0, 1].
+        brain: a boolean mask of that shape: the skull-stripped brain (its CSF included), e.g. the template T1's
+            non-zero voxels.
 
     Returns:
         uint8 array of that shape.
     """
     other = np.clip(1.0 - gm - wm, 0.0, 1.0)
-    return np.argmax(np.stack([other, gm, wm]), axis=0).astype(np.uint8)
+    labels = np.argmax(np.stack([other, gm, wm]), axis=0).astype(np.uint8)
+    if brain is not None:
+        labels[(labels == 0) & brain] = 3
+    return labels
 
 
 def load_icbm152() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -158,13 +167,14 @@ def synthesis_transform(rescale_range: tuple[float, float] = (0.85, 1.15), seed:
     return composed
 
 
-def _synthesise(volume: np.ndarray, transform: mt.Compose) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the synthesis to a (3, D, H, W) stack; returns (T1 float32, labels uint8)."""
+def _synthesise(volume: np.ndarray, transform: mt.Compose, csf: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the synthesis to a (3, D, H, W) stack; returns (T1 float32, labels uint8, with CSF when ``csf``)."""
     geometry, intensity = transform.transforms
     moved = geometry({"image": torch.from_numpy(volume)})["image"]
     moved = torch.as_tensor(moved).float()
     head = moved[0] > 1.0  # template T1 is 0 outside the head (skull-stripped)
-    labels = tissue_labels(moved[1].clamp(0, 1).numpy(), moved[2].clamp(0, 1).numpy())
+    brain = head.numpy() if csf else None
+    labels = tissue_labels(moved[1].clamp(0, 1).numpy(), moved[2].clamp(0, 1).numpy(), brain)
     t1 = intensity({"t1": moved[:1]})["t1"]
     t1 = torch.as_tensor(t1)[0].clamp_min(0) * head  # noise and bias only inside the head, as in the test image
     return t1.numpy().astype(np.float32), labels
@@ -173,19 +183,21 @@ def _synthesise(volume: np.ndarray, transform: mt.Compose) -> tuple[np.ndarray, 
 class TemplateSubjects:
     """Training subjects for :func:`prepare_brain_tissue_dataset` (its ``subjects``): the template deformed and
     recontrasted by :func:`synthesis_transform` with each subject's seed. Returns per call ``(image float32,
-    labels uint8, affine)`` on the template's grid (197 x 233 x 189, 1 mm)."""
+    labels uint8, affine)`` on the template's grid (197 x 233 x 189, 1 mm); with ``csf`` the labels of
+    :data:`CSF_LABELS` (CSF where neither tissue wins inside the skull-stripped template), else of :data:`LABELS`."""
 
     description = (
         "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects synthesised by "
         "random deformation, rescaling, contrast, bias field and noise; the real T1 held out."
     )
 
-    def __init__(self) -> None:
+    def __init__(self, csf: bool = False) -> None:
         t1, gm, wm, self.affine = load_icbm152()
         self.stack = np.stack([t1, gm, wm]).astype(np.float32)
+        self.csf, self.class_names = bool(csf), CSF_LABELS if csf else LABELS
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (*_synthesise(self.stack, synthesis_transform(seed=seed)), self.affine)
+        return (*_synthesise(self.stack, synthesis_transform(seed=seed), self.csf), self.affine)
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -210,6 +222,7 @@ def prepare_brain_tissue_dataset(
         overwrite: rewrite files that exist (else they are kept, so an interrupted run resumes).
         subjects: makes one training subject from its seed: ``(image, labels, affine)``; default: the template
             deformed and recontrasted by :func:`synthesis_transform` (another generator: :mod:`se_monai.synth`).
+            Its ``class_names`` (default :data:`LABELS`) are the dataset's labels, those of the test image too.
         description: dataset.json's "description" for ``subjects``.
 
     Returns:
@@ -224,14 +237,15 @@ def prepare_brain_tissue_dataset(
     root = Path(root)
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    subjects = subjects or TemplateSubjects()
+    class_names = getattr(subjects, "class_names", LABELS)
     t1, gm, wm, affine = load_icbm152()
     test_image, test_label = root / "imagesTs" / "icbm152_t1.nii.gz", root / "labelsTs" / "icbm152_t1.nii.gz"
     if overwrite or not test_image.exists():
         _save(t1, affine, test_image)
     if overwrite or not test_label.exists():
-        _save(tissue_labels(gm, wm), affine, test_label)
+        _save(tissue_labels(gm, wm, (t1 > 0) if "3" in class_names else None), affine, test_label)
 
-    subjects = subjects or TemplateSubjects()
     training = []
     for i in tqdm(range(num_subjects), desc="synthesising subjects", unit="subject", disable=None):  # on a terminal
         name = f"subject_{i:03d}.nii.gz"
@@ -250,7 +264,7 @@ def prepare_brain_tissue_dataset(
         "licence": "ICBM152 template licence (see nilearn)",
         "tensorImageSize": "3D",
         "modality": {"0": "T1"},
-        "labels": LABELS,
+        "labels": class_names,
         "numTraining": num_subjects,
         "numTest": 1,
         "training": training,

@@ -24,8 +24,10 @@ from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 from se_monai.data import (
+    CSF_LABELS,
     HEAD_PAD,
     HEAD_SHELLS,
+    LABELS,
     TemplateSubjects,
     head_shell_labels,
     load_icbm152,
@@ -92,6 +94,8 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         ordered: label values whose means are sorted ascending with probability ``order_prob`` (e.g. CSF < grey <
             white matter, the order of T1-weighted contrast); the other draws keep every contrast possible.
         order_prob: probability of that ordering.
+        tied: ``{label: other label}``: labels of one tissue drawn in two places (the CSF inside the brain's hull and
+            in the shell around it) take the other label's mean and spread.
     """
 
     def __init__(
@@ -105,12 +109,14 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         prob: float = 1.0,
         ordered: tuple[int, ...] = (),
         order_prob: float = 0.0,
+        tied: Mapping[int, int] | None = None,
     ) -> None:
         mt.RandomizableTransform.__init__(self, prob)
         mt.MapTransform.__init__(self, keys)
         self.image_key, self.num_labels = image_key, int(num_labels)
         self.mean_range, self.std_range, self.background_max = mean_range, std_range, background_max
         self.ordered, self.order_prob = list(ordered), float(order_prob)
+        self.tied = dict(tied or {})
         self.means = self.stds = np.zeros(self.num_labels)
 
     def randomize(self, data: Any = None) -> None:
@@ -121,6 +127,8 @@ class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
         # no draw without an ordering to choose: the random stream (and the data) stay as without ``ordered``
         if self.ordered and self.order_prob > 0 and self.R.uniform() < self.order_prob:
             self.means[self.ordered] = np.sort(self.means[self.ordered])
+        for label, same in self.tied.items():
+            self.means[label], self.stds[label] = self.means[same], self.stds[same]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -234,6 +242,7 @@ def synthseg_transform(
     t1_prob: float = 0.0,
     strip_prob: float = 0.5,
     thickness_range: tuple[float, float] = (0.0, 0.0),
+    csf: bool = False,
 ) -> mt.Compose:
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
@@ -244,7 +253,8 @@ def synthseg_transform(
     subjects whose CSF, grey- and white-matter means are in T1 order (:data:`T1_ORDER`), the rest of any contrast.
     ``thickness_range`` other than ``(0, 0)`` first moves the grey/white boundary by a random depth in it (voxels of
     the template, :class:`RandCorticalThicknessd`); with ``(0, 0)`` the subjects are those of earlier versions.
-    Deterministic for a given ``seed``.
+    With ``csf`` the CSF inside the brain's hull and in the shell around it is class 3
+    (:data:`se_monai.data.CSF_LABELS`), else "other". Deterministic for a given ``seed``.
     """
     thickness = [RandCorticalThicknessd("label", depth_range=thickness_range)] if any(thickness_range) else []
     composed = mt.Compose(
@@ -253,7 +263,12 @@ def synthseg_transform(
             *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
             RandSkullStripd(keys="label", mask_key="mask", prob=strip_prob),
             RandLabelIntensityd(
-                keys="label", image_key="image", num_labels=len(STRUCTURES), ordered=T1_ORDER, order_prob=t1_prob
+                keys="label",
+                image_key="image",
+                num_labels=len(STRUCTURES),
+                ordered=T1_ORDER,
+                order_prob=t1_prob,
+                tied={STRUCTURES.index("csf shell"): STRUCTURES.index("csf")} if csf else None,
             ),
             mt.RandGaussianSmoothd(keys="image", prob=1.0, sigma_x=(0.3, 2.0), sigma_y=(0.3, 2.0), sigma_z=(0.3, 2.0)),
             mt.RandSimulateLowResolutiond(keys="image", prob=0.5, zoom_range=(0.5, 1.0)),
@@ -266,7 +281,7 @@ def synthseg_transform(
             mt.MapLabelValued(
                 keys="label",
                 orig_labels=list(range(len(STRUCTURES))),
-                target_labels=[0, 0, 1, 2] + [0] * len(HEAD_SHELLS),
+                target_labels=[0, 3 if csf else 0, 1, 2] + [3 if csf else 0] + [0] * (len(HEAD_SHELLS) - 1),
             ),
         ]
     )
@@ -279,8 +294,8 @@ class SynthSegSubjects:
     structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
-    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob`` and ``thickness_range`` as
-    in :func:`synthseg_transform`.
+    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob``, ``thickness_range`` and
+    ``csf`` as in :func:`synthseg_transform`.
     """
 
     description = (
@@ -295,6 +310,7 @@ class SynthSegSubjects:
         t1_prob: float = 0.0,
         strip_prob: float = 0.5,
         thickness_range: tuple[float, float] = (0.0, 0.0),
+        csf: bool = False,
     ) -> None:
         t1, gm, wm, affine = load_icbm152()
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
@@ -302,9 +318,11 @@ class SynthSegSubjects:
         self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
         self.scale_range, self.t1_prob, self.strip_prob = scale_range, float(t1_prob), float(strip_prob)
         self.thickness_range = tuple(float(v) for v in thickness_range)
+        self.csf, self.class_names = bool(csf), CSF_LABELS if csf else LABELS
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        transform = synthseg_transform(self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range)
+        settings = (self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range, self.csf)
+        transform = synthseg_transform(*settings)
         out = transform({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine
@@ -317,13 +335,16 @@ class AlternatingSubjects:
     validation split with ``num_val`` 2) hold one of each of two generators.
 
     Raises:
-        ValueError: no generators.
+        ValueError: no generators, or generators with different classes.
     """
 
     def __init__(self, *generators: Any) -> None:
         if not generators:
             raise ValueError("AlternatingSubjects needs at least one generator")
-        self.generators = generators
+        names = [getattr(g, "class_names", LABELS) for g in generators]
+        if any(n != names[0] for n in names):
+            raise ValueError(f"AlternatingSubjects: the generators label different classes: {names}")
+        self.generators, self.class_names = generators, names[0]
         self.description = (
             "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects from "
             + " and, in turn, from ".join(type(g).__name__ for g in generators)
@@ -338,10 +359,10 @@ class AlternatingSubjects:
 GENERATORS = ("template", "synthseg", "mixed")
 
 
-def training_subjects(generator: str, **synthseg: Any) -> Any:
+def training_subjects(generator: str, csf: bool = False, **synthseg: Any) -> Any:
     """The training-subject generator named ``generator``: "template" (:class:`se_monai.data.TemplateSubjects`),
     "synthseg" (:class:`SynthSegSubjects` with the ``synthseg`` keyword arguments) or "mixed" (the two in turn,
-    :class:`AlternatingSubjects`).
+    :class:`AlternatingSubjects`); ``csf``: with the CSF class (:data:`se_monai.data.CSF_LABELS`).
 
     Raises:
         ValueError: an unknown name.
@@ -349,7 +370,7 @@ def training_subjects(generator: str, **synthseg: Any) -> Any:
     if generator not in GENERATORS:
         raise ValueError(f"unknown generator {generator!r}: expected one of {', '.join(GENERATORS)}")
     if generator == "template":
-        return TemplateSubjects()
+        return TemplateSubjects(csf)
     if generator == "synthseg":
-        return SynthSegSubjects(**synthseg)
-    return AlternatingSubjects(TemplateSubjects(), SynthSegSubjects(**synthseg))
+        return SynthSegSubjects(csf=csf, **synthseg)
+    return AlternatingSubjects(TemplateSubjects(csf), SynthSegSubjects(csf=csf, **synthseg))

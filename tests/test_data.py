@@ -46,6 +46,9 @@ def test_tissue_labels_argmax():
     gm = np.array([0.6, 0.2, 0.1, 0.0])
     wm = np.array([0.3, 0.7, 0.1, 0.0])
     np.testing.assert_array_equal(tissue_labels(gm, wm), [1, 2, 0, 0])
+    # with the brain mask, "other" inside it is CSF (3); outside it stays 0
+    brain = np.array([True, True, True, False])
+    np.testing.assert_array_equal(tissue_labels(gm, wm, brain), [1, 2, 3, 0])
 
 
 def test_synthesis_is_deterministic_and_changes_the_image():

@@ -99,6 +99,20 @@ def test_a_subject_is_an_image_in_0_1_and_grey_white_other_labels(ball):
     assert max(volumes) > 1.5 * min(volumes)
 
 
+def test_with_csf_the_csf_and_its_shell_are_class_3_and_the_tissue_keeps_its_labels(ball):
+    labels = torch.from_numpy(structure_labels(*ball))[None]
+    plain = torch.as_tensor(synthseg_transform(seed=0, strip_prob=0.0)({"label": labels})["label"])
+    subject = synthseg_transform(seed=0, strip_prob=0.0, csf=True)({"label": labels})
+    with_csf = torch.as_tensor(subject["label"])
+    assert set(torch.unique(with_csf).tolist()) == {0, 1, 2, 3}
+    torch.testing.assert_close(with_csf[with_csf != 3], plain[with_csf != 3])  # the same subject, CSF set apart
+    assert bool((plain[with_csf == 3] == 0).all())
+    # CSF is the dark class of a T1-ordered subject: between the background and grey matter
+    t1 = synthseg_transform(seed=0, strip_prob=0.0, csf=True, t1_prob=1.0)({"label": labels})
+    image, target = torch.as_tensor(t1["image"]), torch.as_tensor(t1["label"])
+    assert image[target == 3].mean() < image[target == 1].mean() < image[target == 2].mean()
+
+
 def test_skull_stripping_removes_the_head_and_outer_csf_to_the_drawn_depth(ball):
     labels = torch.from_numpy(structure_labels(*ball))[None]
     csf, gm = STRUCTURES.index("csf"), STRUCTURES.index("grey matter")

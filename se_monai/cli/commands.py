@@ -174,6 +174,7 @@ def prepare_data(
     t1_prob: float = 0.0,
     strip_prob: float = 0.5,
     thickness_range: tuple[float, float] = (0.0, 0.0),
+    csf: bool = False,
 ) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
@@ -188,6 +189,7 @@ def prepare_data(
             grey < white matter, random means otherwise); 0 leaves every contrast equally likely.
         strip_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects skull-stripped (others: a head).
         thickness_range: with "synthseg" or "mixed", e.g. ``"(-1,2)"``: voxels white matter grows into grey (<0: back).
+        csf: label CSF as class 3 (other 0, grey matter 1, white matter 2 keep their values).
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
@@ -199,7 +201,8 @@ def prepare_data(
     thickness = tuple(_floats(thickness_range, "thickness_range"))
     if len(thickness) != 2 or thickness[0] > thickness[1]:
         raise InputError(f"--thickness_range {thickness_range}: expected two numbers (low, high), low <= high")
-    subjects = training_subjects(generator, t1_prob=t1_prob, strip_prob=strip_prob, thickness_range=thickness)
+    synthseg = {"t1_prob": t1_prob, "strip_prob": strip_prob, "thickness_range": thickness}
+    subjects = training_subjects(generator, bool(csf), **synthseg)
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
     return str(path)
