@@ -113,7 +113,7 @@ $(VENV)/.study: $(STAMP)
 
 real-brains: $(VENV)/.study $(REAL)/usr/share/mricron/templates/ch2bet.nii.gz \
 		$(PYCORTEX)/pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz
-	$(BIN)/python docs/real_brains_study.py
+	$(BIN)/python studies/real_brains_study.py
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) out bundle/eval .pytest_cache .cuda-wheels

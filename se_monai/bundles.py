@@ -4,8 +4,8 @@ its own, made from the shipped one, and never the shipped bundle.
 :func:`training_bundle` creates the bundle on first use: the shipped configs, docs and licence (no weights), with the
 input channels from ``dataset.json`` "modality" and the classes from its "labels" set in ``train.json`` and
 ``inference.json`` (so evaluation and inference need no override; no plausibility ranges, which belong to the
-shipped model's task: :mod:`se_monai.plausibility`), the dataset folder as their default
-``dataset_dir``, the dataset's plan (:mod:`se_monai.fingerprint`: target spacing, patch size, intensity
+shipped model's task: :mod:`se_monai.transforms.plausibility`), the dataset folder as their default
+``dataset_dir``, the dataset's plan (:mod:`se_monai.data.fingerprint`: target spacing, patch size, intensity
 normalisation) in those configs and, with the fingerprint it came from, in ``fingerprint.json``, and ``metadata.json``
 describing the data (``network_data_format``, task, data source, version and changelog). A later run with the same
 folder checks that the bundle still fits the dataset.
@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from se_monai import __version__
-from se_monai.data import read_dataset
-from se_monai.fingerprint import dataset_fingerprint, plan
+from se_monai.data import dataset_fingerprint, plan, read_dataset
 from se_monai.io import InputError
 from se_monai.ops.atomic import atomic_write
 from se_monai.workflows import (

@@ -34,8 +34,8 @@ from monai.handlers import ValidationHandler as MonaiValidationHandler
 from torch.optim.swa_utils import update_bn
 
 from se_monai.io import InputError
+from se_monai.io.sitk import label_statistics, labels_on_grid, read_image
 from se_monai.ops.atomic import atomic_write
-from se_monai.sitk_io import label_statistics, labels_on_grid, read_image
 from se_monai.workflows import bundle_class_names
 
 __all__ = [
@@ -258,7 +258,7 @@ class BatchNormRecalibration:
 
 class LabelStatisticsSaver:
     """Per image an evaluator segments: voxels, volume (mL) and mean input intensity of every class
-    (:func:`se_monai.sitk_io.label_statistics`, SimpleITK's label statistics), from the predicted labels on the
+    (:func:`se_monai.io.sitk.label_statistics`, SimpleITK's label statistics), from the predicted labels on the
     image's own grid (``labels_key``: ``(1, X, Y, Z)`` class indices after ``Invertd``) and the image file they came
     from (its ``filename_or_obj``), written when the run completes to ``<output_dir>/<filename>`` as
     ``{image file: {class name: {"voxels", "volume_ml", "mean_intensity"}}}`` (atomically; with several processes,

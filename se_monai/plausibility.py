@@ -1,139 +1,16 @@
-"""Is a segmentation plausible for the model that made it? Tissue volumes (mL) and volume ratios against the ranges
-the bundle declares, so that an input outside the model's domain (a T1 with the skull still on, another contrast, a
-partial field of view) is flagged in one line instead of being silently wrong.
+"""Deprecated home of the plausibility check of class volumes, now :mod:`se_monai.transforms.plausibility`: kept so
+that the bundle configs and scripts made before the move still run. Importing it warns (DeprecationWarning); every
+name is looked up in :mod:`se_monai.transforms.plausibility`."""
 
-The shipped bundle declares its ranges in ``inference.json``, as data::
-
-    "class_names": {"0": "other", "1": "grey matter", "2": "white matter"},
-    "plausibility": {
-        "volume_ml": {"grey matter + white matter": [40, 1900]},
-        "ratio": {"grey matter / white matter": [0.8, 3.0]},
-        "hint": "expected a skull-stripped T1-weighted brain"
-    }
-
-A ``volume_ml`` key sums the volumes of the classes it names (joined by " + "); a ``ratio`` key divides the volumes
-of two classes (" / "). Bundles made for other datasets start with no ranges (nothing is checked).
-"""
-
-from __future__ import annotations
-
-import logging
-from collections.abc import Hashable, Mapping, Sequence
+import warnings
 from typing import Any
 
-import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from se_monai.transforms import plausibility as _moved
 
-from se_monai.io import InputError
-
-__all__ = ["ACTIONS", "ImplausibleSegmentation", "class_volumes", "check_volumes", "CheckPlausibilityd"]
-
-#: What :class:`CheckPlausibilityd` does with an implausible segmentation.
-ACTIONS = ("warn", "raise", "off")
-LOGGER = logging.getLogger("se_monai.plausibility")
+warnings.warn(
+    "se_monai.plausibility is deprecated: use se_monai.transforms.plausibility", DeprecationWarning, stacklevel=2
+)
 
 
-class ImplausibleSegmentation(InputError):
-    """The segmentation's volumes are outside the ranges the bundle declares (the input is outside its domain)."""
-
-
-def class_volumes(labels: Any, affine: Any, class_names: Mapping[str, str]) -> dict[str, float]:
-    """Volume of each class (mL) in a label volume.
-
-    Args:
-        labels: ``(D, H, W)`` or ``(1, D, H, W)`` integer labels (array or tensor).
-        affine: ``(4, 4)`` voxel-to-world matrix (mm); the voxel volume is ``|det(affine[:3, :3])|`` mm^3.
-        class_names: class index (as a string, as in ``metadata.json``) -> name.
-
-    Returns:
-        name -> volume in mL (1 mL = 1000 mm^3), for every class in ``class_names``.
-    """
-    values = torch.as_tensor(labels).reshape(-1).long()
-    counts = torch.bincount(values, minlength=max(int(k) for k in class_names) + 1)
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    return {name: float(counts[int(k)]) * voxel_ml for k, name in class_names.items()}
-
-
-def _evaluate(expression: str, volumes: Mapping[str, float], operator: str) -> float:
-    names = [part.strip() for part in expression.split(operator)]
-    unknown = [n for n in names if n not in volumes]
-    if unknown or (operator == "/" and len(names) != 2):
-        raise ValueError(f"plausibility rule {expression!r}: unknown classes {unknown} (known: {sorted(volumes)})")
-    if operator == "+":
-        return sum(volumes[n] for n in names)
-    return volumes[names[0]] / volumes[names[1]] if volumes[names[1]] > 0 else float("inf")
-
-
-def check_volumes(volumes: Mapping[str, float], rules: Mapping[str, Any]) -> list[str]:
-    """The rules a segmentation breaks, each as a short phrase (empty when plausible).
-
-    Args:
-        volumes: class name -> volume (mL), from :func:`class_volumes`.
-        rules: ``{"volume_ml": {"a + b": [low, high]}, "ratio": {"a / b": [low, high]}}`` (either may be absent).
-
-    Raises:
-        ValueError: a rule names a class that ``volumes`` does not have.
-    """
-    broken = []
-    for expression, (low, high) in rules.get("volume_ml", {}).items():
-        value = _evaluate(expression, volumes, "+")
-        if not low <= value <= high:
-            broken.append(f"{expression} {value:.0f} mL is outside {low:g}-{high:g} mL")
-    for expression, (low, high) in rules.get("ratio", {}).items():
-        value = _evaluate(expression, volumes, "/")
-        if not low <= value <= high:
-            broken.append(f"{expression} is {value:.2f}, outside {low:g}-{high:g}")
-    return broken
-
-
-class CheckPlausibilityd(MapTransform):
-    """Checks a label volume (after ``AsDiscreted``, on the input's grid) against the bundle's plausibility ranges.
-
-    Args:
-        keys: the label key, e.g. "pred"; a ``(1, D, H, W)`` MetaTensor whose affine is in mm.
-        class_names: class index (string) -> name.
-        rules: see :func:`check_volumes`, plus an optional "hint" appended to the message.
-        action: "warn" (log one warning line), "raise" (:class:`ImplausibleSegmentation`, so no output is written)
-            or "off".
-        allow_missing_keys: as MONAI's MapTransform.
-
-    Raises:
-        ValueError: unknown ``action``.
-        ImplausibleSegmentation: with ``action="raise"``, on an implausible segmentation.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        class_names: Mapping[str, str],
-        rules: Mapping[str, Any] | None = None,
-        action: str = "warn",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if action not in ACTIONS:
-            raise ValueError(f"plausibility action must be one of {ACTIONS}, got {action!r}")
-        self.class_names = dict(class_names)
-        self.rules = dict(rules or {})
-        self.action = action
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if self.action == "off" or not (self.rules.get("volume_ml") or self.rules.get("ratio")):
-            return d
-        for key in self.key_iterator(d):
-            labels = d[key]
-            meta = getattr(labels, "meta", {})
-            broken = check_volumes(class_volumes(labels, labels.affine, self.class_names), self.rules)
-            if broken:
-                self._report(str(meta.get("filename_or_obj", key)), broken)
-        return d
-
-    def _report(self, source: str, broken: Sequence[str]) -> None:
-        hint = self.rules.get("hint")
-        message = f"{source}: implausible segmentation: {'; '.join(broken)}" + (f" ({hint})" if hint else "")
-        if self.action == "raise":
-            raise ImplausibleSegmentation(message)
-        LOGGER.warning(message)
+def __getattr__(name: str) -> Any:
+    return getattr(_moved, name)

@@ -1,10 +1,10 @@
-"""Segmenting users' images with the bundle's inference.json (issue 15): one image (``segment_image``) or every
+"""Segmenting users' images with the bundle's inference.json: one image (``segment_image``) or every
 image and DICOM series in a folder (``segment_folder``), with label statistics, probability maps and mirroring
 test-time augmentation.
 
 Every output is written atomically (staged in a hidden folder beside it, then renamed), on the input's grid: NIfTI
 inputs keep their shape and affine; NRRD, MetaImage and DICOM inputs their size, spacing, origin and direction
-exactly (:func:`se_monai.sitk_io.write_on_grid`). Inputs are checked first, so bad input costs one line
+exactly (:func:`se_monai.io.sitk.write_on_grid`). Inputs are checked first, so bad input costs one line
 (:class:`se_monai.io.InputError`) and writes nothing.
 """
 
@@ -26,9 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from se_monai.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
 from se_monai.engines import CasesFailed, describe_failure
 from se_monai.io import (
+    IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
     InputError,
     check_nifti,
@@ -38,10 +38,8 @@ from se_monai.io import (
     list_images,
     nifti_stem,
 )
-from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
-from se_monai.plausibility import ACTIONS
-from se_monai.sitk_io import (
-    IMAGE_SUFFIXES,
+from se_monai.io.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
+from se_monai.io.sitk import (
     LABEL_SUFFIXES,
     dicom_series,
     label_statistics,
@@ -50,6 +48,8 @@ from se_monai.sitk_io import (
     series_files,
     write_on_grid,
 )
+from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
+from se_monai.transforms import ACTIONS
 from se_monai.workflows import bundle_class_names, bundle_settings, resolve_bundle_dir, run_bundle
 
 __all__ = ["PROBABILITY_DTYPES", "OUTPUT_SUFFIXES", "segment_image", "Case", "find_cases", "segment_folder"]
@@ -99,16 +99,16 @@ def segment_image(
         input: image (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder, 3-D, or with the bundle's
             number of channels (a 4-D NIfTI with channels last, a vector NRRD or MetaImage).
         output: label file to write (.nii, .nii.gz, .nrrd or .mha; unsigned 8-bit), or for a DICOM series a DICOM
-            SEG (.dcm, :func:`se_monai.dicom_seg.write_dicom_seg`); must differ from ``input``.
+            SEG (.dcm, :func:`se_monai.io.dicom_seg.write_dicom_seg`); must differ from ``input``.
         bundle_dir: the bundle folder (default :func:`se_monai.workflows.default_bundle_dir`).
         overlap, sw_batch_size: of the sliding-window inferer.
         progress: the sliding-window inferer's progress bar (stderr); None: when stderr is a terminal.
         device: "cpu", "cuda", ... (default: the config's, CUDA if available).
         plausibility: what to do when the tissue volumes are outside the bundle's ranges
-            (:mod:`se_monai.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
+            (:mod:`se_monai.transforms.plausibility`): "warn" (one log line, the output is written), "raise" or "off".
         series: the DICOM series instance UID, for a folder with several series.
         statistics: a .json file to write per class (by the bundle's class names): voxels, volume in mL and mean
-            input intensity (:func:`se_monai.sitk_io.label_statistics`), written after the labels.
+            input intensity (:func:`se_monai.io.sitk.label_statistics`), written after the labels.
         probabilities: a file to write the softmax probabilities to, one channel per class on the input's grid,
             class 0 completed to one outside the segmented region (:func:`se_monai.inferers.complete_background`):
             an image (same suffixes as ``output``; float32, a 4-D NIfTI ``(X, Y, Z, C)`` or a vector NRRD/MetaImage)
@@ -126,10 +126,10 @@ def segment_image(
 
     Raises:
         InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`,
-            :func:`se_monai.sitk_io.read_image`), not a bundle, a bundle without ``models/model.pt``, an unknown
+            :func:`se_monai.io.sitk.read_image`), not a bundle, a bundle without ``models/model.pt``, an unknown
             ``plausibility`` or ``probabilities_dtype``.
-        se_monai.plausibility.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside
-            the bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
+        se_monai.transforms.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside the
+            bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
     """
     if plausibility not in ACTIONS:
         raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")

@@ -134,7 +134,7 @@ def test_network_error_of_a_scale_invariant_map_is_the_resampling_error():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shipped_configuration_stack_error_at_most_0_06_where_the_papers_is_above(seed):
-    """Issue 13's measure: lifting convolution, ReLU, group convolution with 8 channels on a smooth 48^3 field,
+    """The equivariance measure: lifting convolution, ReLU, group convolution with 8 channels on a smooth 48^3 field,
     trilinear rescaling by 0.9 and 0.81 (shift 1 and 2), relative L2 error on the central half. The shipped bundle's
     configuration (read from its train.json and inference.json: SEUNet.equivariant, the optimised basis) stays at or
     below 0.06; the paper's configuration (SEUNet(), the "multi" Hermite basis) is above 0.06, and a plain Conv3d

@@ -1,4 +1,5 @@
-"""Dataset fingerprint and plan (se_monai.fingerprint): target spacing, patch size and normalisation from a dataset."""
+"""Dataset fingerprint and plan (se_monai.data.fingerprint): target spacing, patch size and normalisation from a
+dataset."""
 
 import json
 import math
@@ -8,7 +9,7 @@ import numpy as np
 from helpers import write_msd_dataset
 from test_cli import run_cli
 
-from se_monai.fingerprint import PATCH_VOXELS, _ras, dataset_fingerprint, describe_plan, plan
+from se_monai.data.fingerprint import PATCH_VOXELS, _ras, dataset_fingerprint, describe_plan, plan
 
 
 def fingerprint_of(spacings, shapes, modality=None):

@@ -1,5 +1,5 @@
-"""Plausibility of a segmentation (se_monai.plausibility): class volumes in mL, the bundle's ranges, and the one line
-(or the refusal) an input outside the model's domain gets."""
+"""Plausibility of a segmentation (se_monai.transforms.plausibility): class volumes in mL, the bundle's ranges, and
+the one line (or the refusal) an input outside the model's domain gets."""
 
 import json
 import shutil
@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from test_cli import run_cli
 
 from se_monai.data import add_head, load_icbm152
-from se_monai.plausibility import CheckPlausibilityd, ImplausibleSegmentation, check_volumes, class_volumes
+from se_monai.transforms.plausibility import CheckPlausibilityd, ImplausibleSegmentation, check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE
 
 NAMES = {"0": "other", "1": "grey matter", "2": "white matter"}

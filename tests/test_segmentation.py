@@ -1,5 +1,5 @@
-"""MONAI-native SimpleITK reading and writing, probability maps, mirroring test-time augmentation and folders
-(issue 15): the reader and writer inside MONAI transforms and a bundle config against nibabel on the same real
+"""MONAI-native SimpleITK reading and writing, probability maps, mirroring test-time augmentation and folders:
+the reader and writer inside MONAI transforms and a bundle config against nibabel on the same real
 files; FlipInferer against a straightforward loop over the mirror images; whole folders through the CLI."""
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 from test_cli import run_cli
 
-from se_monai import segmentation, sitk_io
+from se_monai import segmentation
 from se_monai.inferers import AutocastInferer, AutocastNetwork, FlipInferer, complete_background, cpu_bf16_preferred
 from se_monai.io import InputError
+from se_monai.io import sitk as sitk_io
+from se_monai.io.sitk import SimpleITKReader, SimpleITKWriter, bundle_readers, read_image
 from se_monai.segmentation import find_cases, segment_image
-from se_monai.sitk_io import SimpleITKReader, SimpleITKWriter, bundle_readers, read_image
 
 
 def _load(path, reader=None):
@@ -59,7 +60,7 @@ def test_the_reader_is_a_bundle_config_component_and_reads_vector_images(t1, tmp
                 "keys": "image",
                 "image_only": True,
                 "ensure_channel_first": True,
-                "reader": {"_target_": "se_monai.sitk_io.SimpleITKReader"},
+                "reader": {"_target_": "se_monai.io.sitk.SimpleITKReader"},
             }
         }
     )

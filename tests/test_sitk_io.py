@@ -1,4 +1,4 @@
-"""NRRD, MetaImage and DICOM series through SimpleITK (issue 15): real files written here by SimpleITK from a crop of
+"""NRRD, MetaImage and DICOM series through SimpleITK: real files written here by SimpleITK from a crop of
 the ICBM152 T1, segmented by the shipped model, the labels read back with SimpleITK."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from helpers import assert_same_geometry, write_dicom_series
 from test_cli import run_cli
 
 from se_monai.io import InputError
+from se_monai.io.sitk import label_statistics, read_image
 from se_monai.segmentation import segment_image
-from se_monai.sitk_io import label_statistics, read_image
 
 
 def test_nrrd_and_mha_in_and_out_keep_the_grid_and_the_labels(t1, tmp_path):

@@ -1,5 +1,5 @@
-"""Objects smaller than the training data are enlarged before inference (se_monai.inferers.SizeAdaptiveSpacingd,
-issue 13): the rule on synthetic volumes, and the real ICBM152 T1 relabelled as a 0.45x brain segmented as the
+"""Objects smaller than the training data are enlarged before inference (se_monai.transforms.SizeAdaptiveSpacingd):
+the rule on synthetic volumes, and the real ICBM152 T1 relabelled as a 0.45x brain segmented as the
 1 mm brain is; images made coarser are low-pass filtered first (anti_aliased), against scipy's convolution."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from monai.data import MetaTensor
 
 from se_monai.data import icbm152_paths
-from se_monai.inferers import SizeAdaptiveSpacingd, anti_aliased
 from se_monai.segmentation import segment_image
+from se_monai.transforms import SizeAdaptiveSpacingd, anti_aliased
 from se_monai.workflows import SHIPPED_BUNDLE
 
 

@@ -1,4 +1,4 @@
-"""The SynthSeg-style generator (se_monai.synth): structure label maps, per-structure random intensities, and whole
+"""The SynthSeg-style generator (se_monai.data.synth): structure label maps, per-structure random intensities, and whole
 synthetic subjects, on a small ball-shaped brain (fast) and, for the label map, the real template's sizes."""
 
 import json
@@ -12,7 +12,7 @@ from monai.data import load_decathlon_datalist
 from test_cli import run_cli
 
 from se_monai.data import HEAD_PAD, HEAD_SHELLS, prepare_brain_tissue_dataset
-from se_monai.synth import (
+from se_monai.data.synth import (
     STRUCTURES,
     AlternatingSubjects,
     RandCorticalThicknessd,

@@ -23,7 +23,7 @@ from typing import NoReturn
 import fire
 
 from se_monai import __version__
-from se_monai.io import InputError
+from se_monai.io.files import InputError
 
 __all__ = ["QUIET_WARNINGS", "QUIET_LOGGERS", "command_summaries", "usage", "main"]
 

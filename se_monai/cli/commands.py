@@ -21,12 +21,10 @@ from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import BASIS_TYPES, disco
 from se_monai.bundles import bundle_plan, check_init_weights, record_network_overrides, training_bundle
-from se_monai.data import prepare_brain_tissue_dataset
+from se_monai.data import GENERATORS, describe_plan, prepare_brain_tissue_dataset, training_subjects
 from se_monai.engines import CasesFailed
-from se_monai.fingerprint import describe_plan
 from se_monai.io import InputError
 from se_monai.segmentation import OUTPUT_SUFFIXES, segment_folder, segment_image
-from se_monai.synth import GENERATORS, training_subjects
 from se_monai.workflows import default_bundle_dir, load_bundle_network, resolve_bundle_dir, run_bundle
 
 __all__ = [
@@ -182,7 +180,7 @@ def prepare_data(
         output_dir: folder to write (created if missing; existing files are kept).
         num_subjects: synthetic training subjects.
         seed: random seed; the same seed writes the same data.
-        generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.synth: random
+        generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.data.synth: random
             contrasts, resolutions and sizes 0.6-1.5, with a head around some of the brains) or "mixed" (the two in
             turn; the shipped model's data with ``--num_subjects 24 --t1_prob 1``).
         t1_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in T1 contrast order (CSF <

@@ -1,5 +1,4 @@
-"""Mirroring test-time augmentation of the shipped model: what ``se-monai segment --tta`` costs and buys (issue 15,
-item 5).
+"""Mirroring test-time augmentation of the shipped model: what ``se-monai segment --tta`` costs and buys.
 
 The real ICBM152 T1 at 1 mm (the demo's image; held out from training) segmented by ``segment_image`` without TTA,
 with ``tta=[0]`` (left-right, the only flip in train.json's augmentation; 2 passes) and with ``tta=True`` (the
@@ -7,7 +6,7 @@ bundle's ``tta_axes``, all three axes: the 8 mirror images, as nnU-Net mirrors b
 timed once (wall clock, the whole command: reading, inference, writing), Dice against the template's tissue labels
 and voxels changed against no TTA.
 
-    .venv/bin/python docs/tta_study.py            # about 2 minutes on 2 CPU cores
+    .venv/bin/python studies/tta_study.py            # about 2 minutes on 2 CPU cores
 """
 
 from __future__ import annotations

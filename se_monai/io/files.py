@@ -27,7 +27,7 @@ __all__ = [
 
 #: File-name endings of NIfTI images.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: File-name endings of images read through SimpleITK (:mod:`se_monai.sitk_io`), besides DICOM series folders.
+#: File-name endings of images read through SimpleITK (:mod:`se_monai.io.sitk`), besides DICOM series folders.
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: First bytes of macOS AppleSingle and AppleDouble files (resource forks and Finder metadata that macOS writes
 #: beside every file on foreign file systems and into archives, e.g. the Medical Segmentation Decathlon's): named

@@ -6,7 +6,7 @@ added per 0.5 mm voxel, at 0, 1.5 % and 3 % of the white-matter intensity as a 1
 the shipped bundle with ``anti_aliasing`` on (its default) and off (the same inference.json otherwise), Dice of the
 labels (taken back onto the 1 mm grid, nearest) against the template's tissue labels.
 
-    .venv/bin/python docs/anti_aliasing_study.py        # about 5 minutes on 2 CPU cores
+    .venv/bin/python studies/anti_aliasing_study.py        # about 5 minutes on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """One line per case for a candidate bundle, as docs/results.md ("The shipped model") compares the models tried for
 the shipped one: Dice on the two validation subjects and on the real ICBM152 T1, and the grey- and white-matter volumes
 (mL), their norms verdict, atlas agreement and the shipped plausibility verdict on the real brains of
-docs/real_brains_study.py at their own size (zoom 1).
+studies/real_brains_study.py at their own size (zoom 1).
 
 Run (after `make data` and `make real-brains`' downloads; about 2 minutes per bundle on 2 CPU cores):
 
-    .venv/bin/python docs/candidate_scorecard.py out/icbm152_bundle
+    .venv/bin/python studies/candidate_scorecard.py out/icbm152_bundle
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from real_brains_study import CASES, NAMES, PYCORTEX, SHIPPED_RULES, TEMPLATES, _agreement, _within
 
 from se_monai.metrics import label_dice
-from se_monai.plausibility import check_volumes, class_volumes
 from se_monai.segmentation import segment_image
+from se_monai.transforms.plausibility import check_volumes, class_volumes
 
 DATASET = "data/icbm152_mixed"
 LABELLED = {

@@ -14,7 +14,7 @@ labelled white matter (atlases resampled onto each case's grid by their affines,
 case the tissue found outside Colin27's brain mask, for INIA19 the Dice of grey + white matter with its NeuroMaps
 atlas's labelled voxels, and a PNG of the labels per case and zoom. A zoom z relabels the
 voxel size as z times the true one, so the bundle's Spacingd (1 mm) sees the anatomy z times larger: the levels of a
-pyramid of rescaled inputs (issue 13, item 2).
+pyramid of rescaled inputs.
 
 And one individual brain in its own (native) space, from the pycortex sdist on PyPI (BSD-2-clause): subject S1 of
 its example database (``filestore/db/S1``), a FreeSurfer-processed adult T1 (``anatomicals/raw.nii.gz``, 256^3, 1 mm,
@@ -32,7 +32,7 @@ only: no model is trained on it, takes intensities from it or is tuned on it bey
 Run (about 10 minutes on 2 CPU cores with the default zooms):
 
     make real-brains        # fetches mricron-data (apt-get download) and pycortex (pip download), then runs this
-    .venv/bin/python docs/real_brains_study.py --bundles "{'shipped': None}" --zooms "(1.0, 1.4, 2.0)"
+    .venv/bin/python studies/real_brains_study.py --bundles "{'shipped': None}" --zooms "(1.0, 1.4, 2.0)"
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from nibabel.processing import resample_from_to
 from scipy import ndimage
 
 from se_monai.apps.plots import plot_segmentation
-from se_monai.plausibility import check_volumes, class_volumes
 from se_monai.segmentation import segment_image
+from se_monai.transforms.plausibility import check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir
 
 TEMPLATES = "data/mricron/usr/share/mricron/templates"
@@ -67,7 +67,7 @@ CASES = {
 INIA19_ATLAS = "inia19-NeuroMaps.nii.gz"
 #: The volume (mL) of the voxels INIA19_ATLAS labels, as main measures it (and checks) on mricron-data's copy.
 INIA19_ATLAS_ML = 100.2
-#: Published norms (mL): adult human grey and white matter (issue 13) in a brain's own space; in MNI space (Colin27,
+#: Published norms (mL): adult human grey and white matter in a brain's own space; in MNI space (Colin27,
 #: linearly registered to MNI305, which enlarges brains) only their ratio is comparable, 550 / 600 to 800 / 400;
 #: the INIA19 template, like Colin27 a population average in a space of its own, holds more brain than the rhesus
 #: literature's sex means (whole brain on MRI 70.8-89.2 mL, Franklin et al., Brain Research 2000): its NeuroMaps atlas

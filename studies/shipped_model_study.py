@@ -6,7 +6,7 @@ inverted.
 Run (after `make data`, which writes the real T1 and its labels to data/icbm152_mixed/imagesTs and labelsTs; about
 2 minutes per bundle on 2 CPU cores):
 
-    .venv/bin/python docs/shipped_model_study.py --bundles "{'shipped': 'bundle', 'retrained': 'out/icbm152_bundle'}"
+    .venv/bin/python studies/shipped_model_study.py --bundles "{'shipped': 'bundle', 'retrained': 'out/icbm152_bundle'}"
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from se_monai.apps.experiment.testset import prepare_test_scales
 from se_monai.data import add_head, load_icbm152
 from se_monai.metrics import label_dice
-from se_monai.plausibility import check_volumes, class_volumes
 from se_monai.segmentation import segment_image
+from se_monai.transforms.plausibility import check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir
 
 TEST = {

@@ -3,7 +3,7 @@
 The template (Fonov et al., NeuroImage 2011; ICBM 2009a nonlinear symmetric, 197 x 233 x 189 voxels, 1 mm,
 skull-stripped T1 and grey/white-matter probability maps) is found inside the installed nilearn package: nothing
 is downloaded. Labels: 0 other (CSF and background), 1 grey matter, 2 white matter, the argmax of
-(1 - p_gm - p_wm, p_gm, p_wm).
+(1 - p_gm - p_wm, p_gm, p_wm); with the CSF class (:data:`CSF_LABELS`) 3 CSF where "other" wins inside the brain.
 
 :func:`prepare_brain_tissue_dataset` writes a Medical Segmentation Decathlon layout (``imagesTr/``, ``labelsTr/``,
 ``imagesTs/``, ``labelsTs/``, ``dataset.json``): training subjects synthesised from the template by random smooth
@@ -14,13 +14,10 @@ real template T1 as the held-out test image.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -29,7 +26,6 @@ from monai import transforms as mt
 from scipy import ndimage
 from tqdm import tqdm
 
-from se_monai.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, list_images
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -45,14 +41,6 @@ __all__ = [
     "HEAD_PAD",
     "synthesis_transform",
     "TemplateSubjects",
-    "images_to_segment",
-    "list_nifti",
-    "STRIPPED_ZERO_FRACTION",
-    "is_skull_stripped",
-    "split_datalist",
-    "skull_stripped_indices",
-    "labelled_test_datalist",
-    "read_dataset",
     "prepare_brain_tissue_dataset",
 ]
 
@@ -60,7 +48,6 @@ __all__ = [
 LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
 #: Label values of the brain-tissue task with a CSF class (labels 1 and 2 keep their meaning).
 CSF_LABELS = {**LABELS, "3": "csf"}
-LOGGER = logging.getLogger(__name__)
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 
@@ -221,7 +208,7 @@ def prepare_brain_tissue_dataset(
         seed: random seed; the same seed writes the same data.
         overwrite: rewrite files that exist (else they are kept, so an interrupted run resumes).
         subjects: makes one training subject from its seed: ``(image, labels, affine)``; default: the template
-            deformed and recontrasted by :func:`synthesis_transform` (another generator: :mod:`se_monai.synth`).
+            deformed and recontrasted by :func:`synthesis_transform` (another generator: :mod:`se_monai.data.synth`).
             Its ``class_names`` (default :data:`LABELS`) are the dataset's labels, those of the test image too.
         description: dataset.json's "description" for ``subjects``.
 
@@ -276,130 +263,6 @@ def prepare_brain_tissue_dataset(
     return path
 
 
-def images_to_segment(folder: str | os.PathLike) -> list[str]:
-    """The images to segment in ``folder``: its ``imagesTs/`` when it is an MSD dataset, else the folder itself, as
-    :func:`se_monai.io.list_images` lists them (hidden and macOS ``._*`` files ignored; the other files that are
-    not images named in one INFO log line each).
-
-    Returns:
-        Sorted paths (str) of ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` and ``.mhd`` files.
-
-    Raises:
-        FileNotFoundError: the folder does not exist or holds no image.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    source = folder / "imagesTs" if (folder / "imagesTs").is_dir() else folder
-    files, ignored = list_images(source)
-    for path, reason in ignored.items():
-        LOGGER.info(f"{path}: ignored ({reason})")
-    if not files:
-        raise FileNotFoundError(f"{source}: no image files ({', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))})")
-    return files
-
-
-def list_nifti(folder: str | os.PathLike) -> list[str]:
-    """Deprecated name of :func:`images_to_segment`, kept for the configs of bundles made before it.
-
-    Raises:
-        FileNotFoundError: as :func:`images_to_segment`.
-    """
-    warnings.warn("se_monai.data.list_nifti is deprecated: use images_to_segment", DeprecationWarning, stacklevel=2)
-    return images_to_segment(folder)
-
-
-def labelled_test_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image", "label"}]`` pairs of an MSD dataset's ``imagesTs/`` with same-named files in ``labelsTs/``.
-
-    Raises:
-        FileNotFoundError: no test image has a label.
-    """
-    root = Path(dataset_dir)
-    pairs = [
-        {"image": image, "label": str(root / "labelsTs" / Path(image).name)}
-        for image in images_to_segment(root / "imagesTs")
-        if (root / "labelsTs" / Path(image).name).is_file()
-    ]
-    if not pairs:
-        raise FileNotFoundError(f"{root}: no imagesTs/ file has a label of the same name in labelsTs/")
-    return pairs
-
-
-#: Fraction of voxels exactly 0 above which a brain image counts as skull-stripped (a head fills its field of view
-#: with noise; brain-extraction tools write zeros outside the brain: 0.66-0.95 in the shipped model's data).
-STRIPPED_ZERO_FRACTION = 0.3
-
-
-def is_skull_stripped(path: str | os.PathLike) -> bool:
-    """Whether the image file is a skull-stripped brain: more than :data:`STRIPPED_ZERO_FRACTION` of its voxels
-    are exactly 0.
-
-    Raises:
-        InputError: the file cannot be read as an image.
-    """
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as err:  # nibabel raises many types for unreadable files
-        raise InputError(f"{path}: not a readable image ({type(err).__name__})") from err
-    return float(np.count_nonzero(data == 0)) / max(1, data.size) > STRIPPED_ZERO_FRACTION
-
-
-def acquired_voxels(image: Any) -> Any:
-    """``select_fn`` of ``MaskIntensityd`` for predictions: ``(1, D, H, W)``, True where any of the ``(C, D, H, W)``
-    input channels is non-zero, so that voxels exactly 0 in every channel (outside a skull-stripped brain, as
-    extraction tools write it) are labelled background, whatever the channel count."""
-    return (image != 0).any(0, keepdim=True)
-
-
-def split_datalist(datalist: list[dict[str, Any]], num_val: int) -> tuple[list, list]:
-    """``(training, validation)`` items of a bundle's datalist: the last ``num_val`` items validate, at most all but
-    one of them; ``num_val`` 0 or a single item validates on the last training item.
-
-    Raises:
-        ValueError: an empty datalist or a negative ``num_val``.
-    """
-    if not datalist or num_val < 0:
-        raise ValueError(f"split_datalist: needs items and num_val >= 0, got {len(datalist)} items, num_val {num_val}")
-    held_out = min(int(num_val), len(datalist) - 1)
-    if held_out == 0:
-        return list(datalist), list(datalist[-1:])
-    return list(datalist[:-held_out]), list(datalist[-held_out:])
-
-
-def skull_stripped_indices(datalist: list[dict[str, Any]]) -> list[int]:
-    """Indices of the ``datalist`` items (``{"image": path, ...}``) whose image is skull-stripped
-    (:func:`is_skull_stripped`), or of all items when none is: the data the shipped training recipe estimates its
-    batch-norm statistics on (:class:`se_monai.handlers.BatchNormRecalibration`)."""
-    stripped = [i for i, item in enumerate(datalist) if is_skull_stripped(item["image"])]
-    return stripped or list(range(len(datalist)))
-
-
-def read_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``dataset.json`` of an MSD-layout dataset, checked for what a bundle needs.
-
-    Returns:
-        The parsed file, with "modality" ``{"0": name, ...}`` and "labels" ``{"0": name, ...}``.
-
-    Raises:
-        InputError: no ``dataset.json``, not JSON, or "modality"/"labels" missing or not numbered from "0".
-    """
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise InputError(f"{dataset_dir}: no dataset.json (expected the MSD layout)")
-    try:
-        dataset = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a readable JSON file ({err})".splitlines()[0]) from err
-    for key in ("modality", "labels"):
-        entries = dataset.get(key)
-        if not isinstance(entries, dict) or not entries:
-            raise InputError(f'{path}: no "{key}" (expected e.g. {{"0": "..."}})')
-        if sorted(entries, key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(entries))]:
-            raise InputError(f'{path}: "{key}" must be numbered 0..{len(entries) - 1}, got {sorted(entries)}')
-    return dataset
-
-
 #: Shells around the brain's hull, outwards (thickness in voxels of 1 mm, T1 intensity on the template's 0-255
 #: scale): CSF, skull inner table, diploe (marrow), outer table, muscle, subcutaneous fat (scalp).
 HEAD_SHELLS = ((3, 40.0), (2, 15.0), (3, 120.0), (2, 15.0), (3, 90.0), (4, 230.0))
@@ -427,7 +290,7 @@ def add_head(t1: np.ndarray, affine: np.ndarray, seed: int = 0) -> tuple[np.ndar
     and shells of CSF, skull and scalp around the brain's hull (:func:`head_shell_labels`, intensities of
     :data:`HEAD_SHELLS`), plus noise (sd 2), in a field of view padded by :data:`HEAD_PAD`. Returns the image
     (float32) and its affine. An input the shipped model was not trained for, to test that it is flagged
-    (:mod:`se_monai.plausibility`)."""
+    (:mod:`se_monai.transforms.plausibility`)."""
     labels = head_shell_labels(t1 > 0)
     head = np.pad(t1, HEAD_PAD)
     head = np.where((labels == 1) & (head <= 0), HEAD_SHELLS[0][1], head)

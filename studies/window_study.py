@@ -1,5 +1,5 @@
-"""How much the shipped model's labels depend on the sliding window (issue 14: "larger sliding-window batches and
-cheaper blending" and the whole-volume target with labels within Dice 1e-3 of today's).
+"""How much the shipped model's labels depend on the sliding window: larger sliding-window batches,
+cheaper blending, and whether labels stay within Dice 1e-3 of the default's.
 
 The ICBM152 T1 at 1 mm, z-scored over its non-zero voxels with the zeros kept (as the bundle's
 ``NormalizeIntensityd(nonzero=True)`` leaves them), the whole 197 x 233 x 189 grid as ``se-monai bench`` times it,
@@ -9,7 +9,7 @@ fewer, larger windows, less overlap, Gaussian blending, one window for the whole
 Dice and changed voxels against the bundle's windowing, and Dice against the template's own labels (argmax of its
 tissue maps) inside the brain, where the bundle masks its output.
 
-    .venv/bin/python docs/window_study.py            # about 3 minutes on 2 CPU cores
+    .venv/bin/python studies/window_study.py            # about 3 minutes on 2 CPU cores
 """
 
 from __future__ import annotations

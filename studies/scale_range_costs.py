@@ -1,4 +1,4 @@
-"""Compute and memory of the ways to widen SE-U-Net's scale range (issue 13, item 2; docs/results.md, "A wider scale
+"""Compute and memory of the ways to widen SE-U-Net's scale range (docs/results.md, "A wider scale
 range"): the networks of configs/scale_generalisation_n2.json (optimised basis over 4 scales 0.9^i, 4 scales 0.79^i,
 8 scales 0.9^i) and MONAI's UNet baselines, timed in one process, interleaved, on the experiment's training step
 (batch of 2 patches of 48^3, forward + backward + SGD step), with the activation memory autograd keeps for it, and on
@@ -7,7 +7,7 @@ of its levels' voxels (zoom z: z^3 times the voxels).
 
 Run (about 1 minute on 2 CPU cores; bases not shipped are fitted and cached first):
 
-    .venv/bin/python docs/scale_range_costs.py
+    .venv/bin/python studies/scale_range_costs.py
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Whole-volume inference of the shipped model by four CPU engines: issue 14's "ideas to measure, not to assume".
+"""Whole-volume inference of the shipped model by four CPU engines, measured rather than assumed.
 
 The ICBM152 T1 at 1 mm (z-scored over its non-zero voxels, as ``se-monai bench`` does), MONAI's
 ``SlidingWindowInferer`` with the bundle's window (96^3, overlap 0.25, one window per batch), and the shipped
@@ -8,7 +8,7 @@ ONNX Runtime (CPU execution provider, the ``se-monai export-onnx`` graph for a 9
 untimed warm-up window. Each engine's labels
 are compared with the float32 ones (Dice per class and voxels changed). Needs the ``export`` extra (onnxruntime).
 
-    .venv/bin/python docs/inference_options.py            # about 5 minutes on 2 CPU cores
+    .venv/bin/python studies/inference_options.py            # about 5 minutes on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Micro-benchmarks behind the design choices in docs/performance.md (run: .venv/bin/python docs/microbench.py).
+"""Micro-benchmarks behind the design choices in docs/performance.md (run: .venv/bin/python studies/microbench.py).
 
 Each line times one alternative for one SEUNet layer shape (input 1 x 4 x 64^3, the paper's configuration), median
 of interleaved repeats in one process, 2 threads. Forward ("fwd") without autograd; "f+b" is forward and backward
@@ -142,7 +142,7 @@ def subpixel_transposed() -> None:
 
 
 def separable_basis() -> None:
-    """Issue 14's idea of evaluating a tensor-product basis separably, for the top group convolution of the bundle's
+    """Evaluating a tensor-product basis separably, for the top group convolution of the bundle's
     SEUNet (4 -> 4 channels x 4 scales, kernel 5, 3 x 3 x 3 basis orders per scale, 64^3): per scale and input
     channel, 3 one-dimensional filters along the first axis, 3 along the second on each result, 3 along the third
     (3 + 9 + 27 depthwise passes of 5 taps), then a 1x1 combination of the 27 responses with the weights; 1212
