@@ -1,4 +1,5 @@
-"""The paper's formulation of the SE layers, for ``se-monai bench`` to compare against.
+"""The paper's formulation of the SE layers: this project's re-implementation of the computation of the paper's code
+(not that code, and slower than it), for ``se-monai bench`` to compare against.
 
 Computes as the layers of the paper's code do (Wimmer et al. 2023; github.com/wimmerth/scale-equivariant-3d-convnet,
 ``layers/conv.py`` and ``layers/normalization.py``), written here from their description, tensor convention of

@@ -249,7 +249,7 @@ def bench(
     json: bool = False,
     basis_type: str = "multi",
 ) -> None:
-    """Time SEUNet beside the paper's formulation, the reference and MONAI's UNet baseline (se_monai.apps.bench).
+    """Time SEUNet beside our re-implementation of the paper's formulation, the reference and MONAI's UNet baseline.
 
     Also reports each model's multiply-adds per voxel and GFLOP/s, and a dense conv3d's GFLOP/s on this machine.
 
