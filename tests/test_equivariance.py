@@ -70,7 +70,7 @@ def test_rescaling_shifts_the_scale_axis_rather_than_leaving_it():
 @pytest.mark.parametrize("kernel_size", [5, 9])
 @pytest.mark.parametrize("factor,shift", [(0.9, 1), (0.81, 2)])
 def test_optimised_basis_error_at_most_a_third_of_hermite(kernel_size, factor, shift):
-    """The issue's target for basis_type="disco", cubic B-spline rescaling, at the shipped configurations."""
+    """The optimised basis's target, cubic B-spline rescaling, at the shipped configurations."""
     f = resample.smooth_field(40, seed=3)
     errors = {}
     for basis_type in ("single", "disco"):
@@ -86,7 +86,7 @@ def test_optimised_basis_error_at_most_a_third_of_hermite(kernel_size, factor, s
 
 
 def test_integer_ratio_is_exact_for_the_dilated_basis():
-    """Scales (1, 2), downscaling by 2x subsampling: error below 1e-4 away from the borders (the issue's target)."""
+    """Scales (1, 2), downscaling by 2x subsampling: error below 1e-4 away from the borders."""
     f = resample.smooth_field(32, seed=5)
     torch.manual_seed(5)
     model = se_stack(5, "disco", scales=[1.0, 2.0])
