@@ -15,6 +15,7 @@ from se_monai.data import (
     add_head,
     icbm152_paths,
     images_to_segment,
+    intensity_tissue_maps,
     is_skull_stripped,
     labelled_test_datalist,
     list_nifti,
@@ -49,6 +50,28 @@ def test_tissue_labels_argmax():
     # with the brain mask, "other" inside it is CSF (3); outside it stays 0
     brain = np.array([True, True, True, False])
     np.testing.assert_array_equal(tissue_labels(gm, wm, brain), [1, 2, 3, 0])
+
+
+def test_intensity_tissue_follows_the_t1_and_thins_the_template_cortex():
+    t1, gm, wm, _ = load_icbm152()
+    grey, white = intensity_tissue_maps(t1, gm, wm)
+    assert load_icbm152("intensity")[1].sum() == grey.sum()
+    brain = t1 > 0
+    labels, intensity = tissue_labels(gm, wm, brain), tissue_labels(grey, white, brain)
+    # every class is an interval of T1 intensities, in T1 order, and the classes cover the brain
+    ranges = [(t1[intensity == k].min(), t1[intensity == k].max()) for k in (3, 1, 2)]
+    assert ranges[0][1] < ranges[1][0] <= ranges[1][1] < ranges[2][0]
+    assert np.array_equal(intensity > 0, brain)
+    # the thresholds lie midway between the probability labels' class medians (103, 169, 215 on the template)
+    medians = [np.median(t1[labels == k]) for k in (3, 1, 2)]
+    assert abs(ranges[1][0] - (medians[0] + medians[1]) / 2) <= 1.0
+    assert abs(ranges[2][0] - (medians[1] + medians[2]) / 2) <= 1.0
+    ratios = [(x == 1).sum() / (x == 2).sum() for x in (labels, intensity)]
+    assert 1.6 < ratios[0] < 1.8 and 1.3 < ratios[1] < 1.5  # 1.72 and 1.39 measured
+    for k in (1, 2):  # the same anatomy, its boundaries moved
+        assert 2 * ((labels == k) & (intensity == k)).sum() / ((labels == k).sum() + (intensity == k).sum()) > 0.9
+    with pytest.raises(ValueError, match="expected one of probability, intensity"):
+        load_icbm152("argmax")
 
 
 def test_synthesis_is_deterministic_and_changes_the_image():

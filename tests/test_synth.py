@@ -185,6 +185,9 @@ def test_alternating_subjects_take_turns_and_name_their_generators():
     assert "Ones and, in turn, from Twos" in both.description
     with pytest.raises(ValueError, match="at least one"):
         AlternatingSubjects()
+    Twos.tissue = "intensity"
+    with pytest.raises(ValueError, match="take their tissue from"):
+        AlternatingSubjects(Ones(), Twos())
 
 
 def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image(tmp_path):
@@ -207,6 +210,8 @@ def test_a_dataset_from_another_generator_keeps_its_grid_and_the_real_test_image
 def test_prepare_data_names_the_generators():
     done = run_cli("prepare-data", "/nonexistent/d", "--generator", "synthetic")
     assert done.returncode == 2 and "expected one of template, synthseg, mixed" in done.stderr
+    done = run_cli("prepare-data", "/nonexistent/d", "--tissue", "argmax")
+    assert done.returncode == 2 and "--tissue argmax: expected one of probability, intensity" in done.stderr
     for bad in ("(2,1)", "3", "(a,b)"):
         done = run_cli("prepare-data", "/nonexistent/d", "--thickness_range", bad)
         assert done.returncode == 2 and "--thickness_range" in done.stderr and "Traceback" not in done.stderr

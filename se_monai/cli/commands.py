@@ -21,7 +21,7 @@ from se_monai.apps.equivariance import format_table as format_equivariance
 from se_monai.apps.equivariance import report as equivariance_report
 from se_monai.bases import BASIS_TYPES, disco
 from se_monai.bundles import bundle_plan, check_init_weights, record_network_overrides, training_bundle
-from se_monai.data import GENERATORS, describe_plan, prepare_brain_tissue_dataset, training_subjects
+from se_monai.data import GENERATORS, TISSUE_SOURCES, describe_plan, prepare_brain_tissue_dataset, training_subjects
 from se_monai.engines import CasesFailed
 from se_monai.io import InputError
 from se_monai.segmentation import OUTPUT_SUFFIXES, segment_folder, segment_image
@@ -173,6 +173,7 @@ def prepare_data(
     strip_prob: float = 0.5,
     thickness_range: tuple[float, float] = (0.0, 0.0),
     csf: bool = False,
+    tissue: str = "probability",
 ) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
@@ -183,16 +184,18 @@ def prepare_data(
         generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.data.synth: random
             contrasts, resolutions and sizes 0.6-1.5, with a head around some of the brains) or "mixed" (the two in
             turn; the shipped model's data with ``--num_subjects 24 --t1_prob 1``).
-        t1_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in T1 contrast order (CSF <
-            grey < white matter, random means otherwise); 0 leaves every contrast equally likely.
-        strip_prob: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects skull-stripped (others: a head).
-        thickness_range: with "synthseg" or "mixed", e.g. ``"(-1,2)"``: voxels white matter grows into grey (<0: back).
+        t1_prob, strip_prob, thickness_range: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in
+            T1 contrast order (CSF < grey < white matter; else any contrast), the fraction skull-stripped (others: a
+            head), and e.g. ``"(-1,2)"``: voxels white matter grows into grey matter (<0: back).
         csf: label CSF as class 3 (other 0, grey matter 1, white matter 2 keep their values).
+        tissue: "probability" (tissue classes of the template's probability maps) or "intensity" (following its T1's
+            intensities: a thinner cortex, se_monai.data.intensity_tissue_maps).
     """
     if int(num_subjects) < 1:
         raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
-    if generator not in GENERATORS:
-        raise InputError(f"--generator {generator}: expected one of {', '.join(GENERATORS)}")
+    for name, value, choices in (("generator", generator, GENERATORS), ("tissue", tissue, TISSUE_SOURCES)):
+        if value not in choices:
+            raise InputError(f"--{name} {value}: expected one of {', '.join(choices)}")
     for name, value in (("t1_prob", t1_prob), ("strip_prob", strip_prob)):
         if not 0.0 <= float(value) <= 1.0:
             raise InputError(f"{output_dir}: --{name} must be in 0..1, got {value}")
@@ -200,7 +203,7 @@ def prepare_data(
     if len(thickness) != 2 or thickness[0] > thickness[1]:
         raise InputError(f"--thickness_range {thickness_range}: expected two numbers (low, high), low <= high")
     synthseg = {"t1_prob": t1_prob, "strip_prob": strip_prob, "thickness_range": thickness}
-    subjects = training_subjects(generator, bool(csf), **synthseg)
+    subjects = training_subjects(generator, bool(csf), tissue, **synthseg)
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
     return str(path)
@@ -227,10 +230,7 @@ def demo(output_dir: str = "out/demo", bundle_dir: str | None = None, verbose: b
 def bundle_dir() -> str:
     """Print the folder of the bundle se-monai uses: $SE_MONAI_BUNDLE, else the one shipped inside the package.
 
-    Copy it to start a bundle of your own: ``cp -r "$(se-monai bundle-dir)" my_bundle``.
-
-    Returns:
-        The folder.
+    Copy it to start a bundle of your own: ``cp -r "$(se-monai bundle-dir)" my_bundle``. Returns the folder.
     """
     path = default_bundle_dir()
     print(path)

@@ -295,7 +295,7 @@ class SynthSegSubjects:
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
     :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob``, ``thickness_range`` and
-    ``csf`` as in :func:`synthseg_transform`.
+    ``csf`` as in :func:`synthseg_transform`; ``tissue`` as in :func:`se_monai.data.load_icbm152`.
     """
 
     description = (
@@ -311,14 +311,15 @@ class SynthSegSubjects:
         strip_prob: float = 0.5,
         thickness_range: tuple[float, float] = (0.0, 0.0),
         csf: bool = False,
+        tissue: str = "probability",
     ) -> None:
-        t1, gm, wm, affine = load_icbm152()
+        t1, gm, wm, affine = load_icbm152(tissue)
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
         self.affine = affine.copy()
         self.affine[:3, 3] -= affine[:3, :3] @ np.full(3, HEAD_PAD)
         self.scale_range, self.t1_prob, self.strip_prob = scale_range, float(t1_prob), float(strip_prob)
         self.thickness_range = tuple(float(v) for v in thickness_range)
-        self.csf, self.class_names = bool(csf), CSF_LABELS if csf else LABELS
+        self.csf, self.class_names, self.tissue = bool(csf), CSF_LABELS if csf else LABELS, tissue
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         settings = (self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range, self.csf)
@@ -335,7 +336,7 @@ class AlternatingSubjects:
     validation split with ``num_val`` 2) hold one of each of two generators.
 
     Raises:
-        ValueError: no generators, or generators with different classes.
+        ValueError: no generators, or generators with different classes or tissue sources.
     """
 
     def __init__(self, *generators: Any) -> None:
@@ -344,7 +345,10 @@ class AlternatingSubjects:
         names = [getattr(g, "class_names", LABELS) for g in generators]
         if any(n != names[0] for n in names):
             raise ValueError(f"AlternatingSubjects: the generators label different classes: {names}")
-        self.generators, self.class_names = generators, names[0]
+        tissues = {getattr(g, "tissue", "probability") for g in generators}
+        if len(tissues) > 1:
+            raise ValueError(f"AlternatingSubjects: the generators take their tissue from {sorted(tissues)}")
+        self.generators, self.class_names, self.tissue = generators, names[0], tissues.pop()
         self.description = (
             "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects from "
             + " and, in turn, from ".join(type(g).__name__ for g in generators)
@@ -359,18 +363,19 @@ class AlternatingSubjects:
 GENERATORS = ("template", "synthseg", "mixed")
 
 
-def training_subjects(generator: str, csf: bool = False, **synthseg: Any) -> Any:
+def training_subjects(generator: str, csf: bool = False, tissue: str = "probability", **synthseg: Any) -> Any:
     """The training-subject generator named ``generator``: "template" (:class:`se_monai.data.TemplateSubjects`),
     "synthseg" (:class:`SynthSegSubjects` with the ``synthseg`` keyword arguments) or "mixed" (the two in turn,
-    :class:`AlternatingSubjects`); ``csf``: with the CSF class (:data:`se_monai.data.CSF_LABELS`).
+    :class:`AlternatingSubjects`); ``csf``: with the CSF class (:data:`se_monai.data.CSF_LABELS`); ``tissue``: the
+    source of the tissue classes (:data:`se_monai.data.TISSUE_SOURCES`).
 
     Raises:
-        ValueError: an unknown name.
+        ValueError: an unknown name or tissue source.
     """
     if generator not in GENERATORS:
         raise ValueError(f"unknown generator {generator!r}: expected one of {', '.join(GENERATORS)}")
     if generator == "template":
-        return TemplateSubjects(csf)
+        return TemplateSubjects(csf, tissue)
     if generator == "synthseg":
-        return SynthSegSubjects(csf=csf, **synthseg)
-    return AlternatingSubjects(TemplateSubjects(csf), SynthSegSubjects(csf=csf, **synthseg))
+        return SynthSegSubjects(csf=csf, tissue=tissue, **synthseg)
+    return AlternatingSubjects(TemplateSubjects(csf, tissue), SynthSegSubjects(csf=csf, tissue=tissue, **synthseg))

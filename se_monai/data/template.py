@@ -4,6 +4,8 @@ The template (Fonov et al., NeuroImage 2011; ICBM 2009a nonlinear symmetric, 197
 skull-stripped T1 and grey/white-matter probability maps) is found inside the installed nilearn package: nothing
 is downloaded. Labels: 0 other (CSF and background), 1 grey matter, 2 white matter, the argmax of
 (1 - p_gm - p_wm, p_gm, p_wm); with the CSF class (:data:`CSF_LABELS`) 3 CSF where "other" wins inside the brain.
+With ``tissue="intensity"`` (:data:`TISSUE_SOURCES`) the classes instead follow the template T1's own intensities
+(:func:`intensity_tissue_maps`).
 
 :func:`prepare_brain_tissue_dataset` writes a Medical Segmentation Decathlon layout (``imagesTr/``, ``labelsTr/``,
 ``imagesTs/``, ``labelsTs/``, ``dataset.json``): training subjects synthesised from the template by random smooth
@@ -31,7 +33,9 @@ from se_monai.ops.atomic import atomic_write
 __all__ = [
     "LABELS",
     "CSF_LABELS",
+    "TISSUE_SOURCES",
     "icbm152_paths",
+    "intensity_tissue_maps",
     "tissue_labels",
     "load_icbm152",
     "add_head",
@@ -49,6 +53,9 @@ LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
 #: Label values of the brain-tissue task with a CSF class (labels 1 and 2 keep their meaning).
 CSF_LABELS = {**LABELS, "3": "csf"}
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+#: Where the template's tissue classes come from: "probability" (the argmax of its probability maps) or "intensity"
+#: (its T1 thresholded between the classes, :func:`intensity_tissue_maps`).
+TISSUE_SOURCES = ("probability", "intensity")
 
 
 def icbm152_paths() -> dict[str, Path]:
@@ -92,13 +99,46 @@ def tissue_labels(gm: np.ndarray, wm: np.ndarray, brain: np.ndarray | None = Non
     return labels
 
 
-def load_icbm152() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The template as arrays: T1 (float32, 0..255), GM and WM probabilities (float32, 0..1), and the affine."""
+def intensity_tissue_maps(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey- and white-matter maps (float32, 0 or 1) that follow a skull-stripped T1's intensities: inside the brain
+    (``t1 > 0``) a voxel is CSF below the midpoint of the CSF and grey-matter medians, white matter above the midpoint
+    of the grey- and white-matter medians, grey matter between; the medians are those of the classes of
+    :func:`tissue_labels` (``gm``, ``wm`` with the brain as mask). The template's probability maps average the
+    segmentations of 152 brains, whose cortices do not align, so their argmax draws a thick cortex (the template's
+    grey/white-matter volume ratio is 1.72, individual adults' 1.1-1.5); the boundaries of its T1, where the
+    intensity is halfway between two tissues, make a ratio of 1.39.
+
+    Args:
+        t1: the T1 (any intensity scale), 0 outside the brain.
+        gm, wm: probability maps in [0, 1] of the same shape.
+
+    Returns:
+        ``(gm, wm)`` maps of that shape, for :func:`tissue_labels` (CSF where neither is 1 inside the brain).
+    """
+    brain = t1 > 0
+    labels = tissue_labels(gm, wm, brain)
+    csf, grey, white = (float(np.median(t1[labels == k])) for k in (3, 1, 2))
+    low, high = (csf + grey) / 2.0, (grey + white) / 2.0
+    return (brain & (t1 >= low) & (t1 < high)).astype(np.float32), (brain & (t1 >= high)).astype(np.float32)
+
+
+def load_icbm152(tissue: str = "probability") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The template as arrays: T1 (float32, 0..255), GM and WM maps (float32, 0..1), and the affine; ``tissue``
+    (:data:`TISSUE_SOURCES`): the maps are the template's probabilities ("probability") or follow its T1
+    ("intensity", :func:`intensity_tissue_maps`).
+
+    Raises:
+        ValueError: an unknown ``tissue``. FileNotFoundError: as :func:`icbm152_paths`.
+    """
+    if tissue not in TISSUE_SOURCES:
+        raise ValueError(f"unknown tissue source {tissue!r}: expected one of {', '.join(TISSUE_SOURCES)}")
     paths = icbm152_paths()
     images = {k: nib.load(str(p)) for k, p in paths.items()}
     t1 = images["t1"].get_fdata(dtype=np.float32)
     gm = images["gm"].get_fdata(dtype=np.float32) / 255.0
     wm = images["wm"].get_fdata(dtype=np.float32) / 255.0
+    if tissue == "intensity":
+        gm, wm = intensity_tissue_maps(t1, gm, wm)
     return t1, gm, wm, images["t1"].affine
 
 
@@ -171,17 +211,18 @@ class TemplateSubjects:
     """Training subjects for :func:`prepare_brain_tissue_dataset` (its ``subjects``): the template deformed and
     recontrasted by :func:`synthesis_transform` with each subject's seed. Returns per call ``(image float32,
     labels uint8, affine)`` on the template's grid (197 x 233 x 189, 1 mm); with ``csf`` the labels of
-    :data:`CSF_LABELS` (CSF where neither tissue wins inside the skull-stripped template), else of :data:`LABELS`."""
+    :data:`CSF_LABELS` (CSF where neither tissue wins inside the skull-stripped template), else of :data:`LABELS`;
+    ``tissue`` as in :func:`load_icbm152`."""
 
     description = (
         "Brain tissue (grey/white matter) of the ICBM 2009a symmetric template; training subjects synthesised by "
         "random deformation, rescaling, contrast, bias field and noise; the real T1 held out."
     )
 
-    def __init__(self, csf: bool = False) -> None:
-        t1, gm, wm, self.affine = load_icbm152()
+    def __init__(self, csf: bool = False, tissue: str = "probability") -> None:
+        t1, gm, wm, self.affine = load_icbm152(tissue)
         self.stack = np.stack([t1, gm, wm]).astype(np.float32)
-        self.csf, self.class_names = bool(csf), CSF_LABELS if csf else LABELS
+        self.csf, self.class_names, self.tissue = bool(csf), CSF_LABELS if csf else LABELS, tissue
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (*_synthesise(self.stack, synthesis_transform(seed=seed), self.csf), self.affine)
@@ -209,7 +250,8 @@ def prepare_brain_tissue_dataset(
         overwrite: rewrite files that exist (else they are kept, so an interrupted run resumes).
         subjects: makes one training subject from its seed: ``(image, labels, affine)``; default: the template
             deformed and recontrasted by :func:`synthesis_transform` (another generator: :mod:`se_monai.data.synth`).
-            Its ``class_names`` (default :data:`LABELS`) are the dataset's labels, those of the test image too.
+            Its ``class_names`` (default :data:`LABELS`) are the dataset's labels, and its ``tissue`` (default
+            "probability", :func:`load_icbm152`) the source of the test image's labels.
         description: dataset.json's "description" for ``subjects``.
 
     Returns:
@@ -226,7 +268,7 @@ def prepare_brain_tissue_dataset(
         (root / sub).mkdir(parents=True, exist_ok=True)
     subjects = subjects or TemplateSubjects()
     class_names = getattr(subjects, "class_names", LABELS)
-    t1, gm, wm, affine = load_icbm152()
+    t1, gm, wm, affine = load_icbm152(getattr(subjects, "tissue", "probability"))
     test_image, test_label = root / "imagesTs" / "icbm152_t1.nii.gz", root / "labelsTs" / "icbm152_t1.nii.gz"
     if overwrite or not test_image.exists():
         _save(t1, affine, test_image)
