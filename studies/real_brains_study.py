@@ -33,6 +33,7 @@ Run (about 10 minutes on 2 CPU cores with the default zooms):
 
     make real-brains        # fetches mricron-data (apt-get download) and pycortex (pip download), then runs this
     .venv/bin/python studies/real_brains_study.py --bundles "{'shipped': None}" --zooms "(1.0, 1.4, 2.0)"
+    .venv/bin/python studies/real_brains_study.py --cases "('INIA19',)" --atropos False   # one case
 """
 
 from __future__ import annotations
@@ -230,9 +231,10 @@ def main(
     zooms: tuple = (1.0, 1.4, 2.0),
     output_dir: str = "docs/results/real_brains",
     atropos: bool = True,
+    cases: tuple = (),
 ) -> None:
     """Print a markdown table of every bundle and of ANTs Atropos (``atropos``: at zoom 1) and write the PNGs to
-    ``output_dir``."""
+    ``output_dir``; ``cases``: only the cases whose names contain one of these strings (default: all)."""
     folders = {"mricron": Path(templates), "pycortex": Path(pycortex)}
     if not (folders["pycortex"] / "anatomicals" / "raw.nii.gz").is_file():
         raise SystemExit(f"{pycortex}: no anatomicals/raw.nii.gz (run `make real-brains` to fetch pycortex)")
@@ -266,6 +268,8 @@ def main(
             )
             rules = config.get("plausibility") or SHIPPED_RULES
             for name, (source, file, norms) in CASES.items():
+                if cases and not any(part in name for part in cases):
+                    continue
                 path = folders[source] / file
                 image = nib.load(str(path))
                 stem = Path(file).name.split(".")[0]
