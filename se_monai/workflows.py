@@ -112,9 +112,12 @@ def _inference_config(bundle_dir: str | os.PathLike | None) -> ConfigParser:
     return parser
 
 
-def bundle_preprocess(image: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> torch.Tensor:
+def bundle_preprocess(
+    image: str | os.PathLike, bundle_dir: str | os.PathLike | None = None, **overrides: Any
+) -> torch.Tensor:
     """The image file as the bundle's inference.json hands it to its inferer: its ``preprocessing`` (loading,
-    RAS orientation, resampling to the bundle's spacing, cropping to the non-zero voxels, normalisation).
+    RAS orientation, resampling to the bundle's spacing, cropping to the non-zero voxels, normalisation);
+    ``overrides``: config ids set first, e.g. ``magnification=1.0``.
 
     Returns:
         A ``(C, D, H, W)`` MetaTensor (voxels of the bundle's spacing, mm).
@@ -124,6 +127,8 @@ def bundle_preprocess(image: str | os.PathLike, bundle_dir: str | os.PathLike | 
     """
     parser = _inference_config(bundle_dir)
     parser["bundle_root"] = str(resolve_bundle_dir(bundle_dir))
+    for key, value in overrides.items():
+        parser[key] = value
     return parser.get_parsed_content("preprocessing")({"image": str(image)})["image"]
 
 

@@ -3,6 +3,7 @@
 DeprecationWarning and the very objects of the new ones."""
 
 import importlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -50,14 +51,20 @@ def test_names_that_moved_out_of_a_module_that_stays_warn_too():
 
 
 def test_a_bundle_made_with_0_3_4_segments_as_the_shipped_one(tmp_path):
-    """Its configs (with the shipped weights) through segment and through its own evaluate.json over a test set."""
+    """Its configs (with the shipped weights) through segment, as the shipped configs at the training spacing
+    (magnification 1, which 0.3.4 had), and through its own evaluate.json over a test set."""
     bundle = tmp_path / "bundle"
     shutil.copytree(OLD, bundle)
     (bundle / "models").mkdir()
     shutil.copy(SHIPPED_BUNDLE / "models" / "model.pt", bundle / "models" / "model.pt")
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_BUNDLE / "configs", shipped / "configs")
+    shutil.copytree(SHIPPED_BUNDLE / "models", shipped / "models")
+    inference = shipped / "configs" / "inference.json"
+    inference.write_text(json.dumps({**json.loads(inference.read_text()), "magnification": 1.0}))
     crops = write_crops(tmp_path / "Task01" / "imagesTs")
     labels = {}
-    for name, where in (("old", bundle), ("shipped", None)):
+    for name, where in (("old", bundle), ("shipped", shipped)):
         out = segment_image(crops["ras"], tmp_path / f"{name}.nii.gz", bundle_dir=where, progress=False)
         labels[name] = np.asarray(nib.load(str(out)).dataobj)
     np.testing.assert_array_equal(labels["old"], labels["shipped"])

@@ -60,7 +60,8 @@ def test_train_a_new_bundle_then_segment_evaluate_and_run_it(tmp_path, modalitie
     for name in ("train.json", "inference.json"):
         config = json.loads((bundle / "configs" / name).read_text())
         assert config["in_channels"] == len(modalities) and config["num_classes"] == len(labels)
-    assert config["min_relative_size"] == 0.0  # (inference.json) the brain-size rule is the shipped model's only
+    # (inference.json) the brain-size rule and the inference magnification are the shipped model's only
+    assert config["min_relative_size"] == 0.0 and config["magnification"] == 1.0
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     image, pred = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == len(modalities) and list(image["channel_def"].values()) == modalities

@@ -287,8 +287,9 @@ def benchmark_volume(
         roi_size, overlap, sw_batch_size: of ``monai.inferers.SlidingWindowInferer``.
         device: torch device.
         image: ``(D, H, W)`` volume; default the ICBM152 T1 at 1 mm (197 x 233 x 189 voxels) as the shipped bundle's
-            inference hands it to its inferer (:func:`se_monai.workflows.bundle_preprocess`: cropped to its non-zero
-            voxels with a 4-voxel margin, 153 x 189 x 159, z-scored); with ``crop=False`` the whole 197 x 233 x 189
+            inference hands it to its inferer at the training spacing (:func:`se_monai.workflows.bundle_preprocess`
+            with magnification 1: cropped to its non-zero voxels with a 4-voxel margin, 153 x 189 x 159, z-scored;
+            the shipped magnification, 1.6, gives 4.1 times the voxels); with ``crop=False`` the whole 197 x 233 x 189
             box, z-scored over its non-zero voxels (what this measured before 2026-12-03).
         autocast: bfloat16 (CPU) or float16 (CUDA) autocast; None: as the bundle's inference.json does it
             (float16 on CUDA, bfloat16 on CPUs with AMX, :func:`se_monai.inferers.cpu_bf16_preferred`).
@@ -300,7 +301,7 @@ def benchmark_volume(
     """
     dev = torch.device(device)
     if image is None and crop:
-        image = bundle_preprocess(icbm152_paths()["t1"])[0].as_tensor()
+        image = bundle_preprocess(icbm152_paths()["t1"], magnification=1.0)[0].as_tensor()
     elif image is None:
         t1 = torch.from_numpy(load_icbm152()[0])
         image = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std()
