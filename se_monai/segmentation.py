@@ -49,7 +49,7 @@ from se_monai.io.sitk import (
     write_on_grid,
 )
 from se_monai.ops.atomic import TEMPORARY_PREFIX, atomic_write
-from se_monai.transforms import ACTIONS
+from se_monai.transforms import ACTIONS, BRAIN_EXTRACTION_MODES
 from se_monai.workflows import bundle_class_names, bundle_settings, resolve_bundle_dir, run_bundle
 
 __all__ = ["PROBABILITY_DTYPES", "OUTPUT_SUFFIXES", "segment_image", "Case", "find_cases", "segment_folder"]
@@ -91,6 +91,7 @@ def segment_image(
     tta: bool | Sequence[int] = False,
     amp: bool | None = None,
     verbose: bool = False,
+    brain_extraction: str | None = None,
 ) -> Path:
     """Segment one image with the bundle's ``inference.json`` and write the label image atomically, on the input's
     grid (same shape and affine; for NRRD, MetaImage and DICOM inputs the same size, spacing, origin and direction).
@@ -120,6 +121,9 @@ def segment_image(
         amp: mixed precision. None: the bundle's default (float16 autocast on CUDA; bfloat16 on CPUs with AMX,
             :func:`se_monai.inferers.cpu_bf16_preferred`; float32 otherwise); True: autocast on any CUDA or CPU
             device; False: float32 throughout.
+        brain_extraction: the bundle's brain extraction of heads (:class:`se_monai.transforms.BrainExtractiond`):
+            "auto" (inputs whose non-zero voxels hold more than the bundle's ``head_ml``, 2800 mL shipped),
+            "always" or "never"; None: the bundle's setting (shipped: "auto").
 
     Returns:
         The label path written.
@@ -127,7 +131,8 @@ def segment_image(
     Raises:
         InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`,
             :func:`se_monai.io.sitk.read_image`), not a bundle, a bundle without ``models/model.pt``, an unknown
-            ``plausibility`` or ``probabilities_dtype``.
+            ``plausibility``, ``probabilities_dtype`` or ``brain_extraction``, a ``brain_extraction`` for a bundle
+            without that stage.
         se_monai.transforms.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside the
             bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
     """
@@ -137,7 +142,12 @@ def segment_image(
         expected = ", ".join(PROBABILITY_DTYPES)
         raise InputError(f"--probabilities_dtype {probabilities_dtype}: expected one of {expected}")
     root = resolve_bundle_dir(bundle_dir)
-    channels = bundle_settings(root)["in_channels"]
+    settings = bundle_settings(root)
+    channels = settings["in_channels"]
+    if brain_extraction is not None and brain_extraction not in BRAIN_EXTRACTION_MODES:
+        raise InputError(f"--brain_extraction {brain_extraction}: expected one of {', '.join(BRAIN_EXTRACTION_MODES)}")
+    if brain_extraction is not None and settings["brain_extraction"] is None:
+        raise InputError(f"--brain_extraction: the bundle {root} has no brain extraction stage")
     reference = _read_other_format(input, channels, series) if needs_sitk(input) else None
     if reference is None:
         check_nifti(input, channels=channels)
@@ -157,6 +167,7 @@ def segment_image(
         "save_probabilities": targets.probabilities is not None,
         "probabilities_ext": _probabilities_ext(targets, probabilities_dtype),
         **_device_overrides(device, amp),
+        **({} if brain_extraction is None else {"brain_extraction": brain_extraction}),
     }
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=targets.labels.parent) as staging:
         _run_inference(root, staging, overrides, verbose)

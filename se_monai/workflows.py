@@ -84,8 +84,9 @@ def find_bundle_root() -> str:
     return str(default_bundle_dir())
 
 
-def bundle_settings(bundle_dir: str | os.PathLike | None = None) -> dict[str, int]:
-    """``{"in_channels": C, "num_classes": K}`` of a bundle's network, from its ``configs/inference.json``.
+def bundle_settings(bundle_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"in_channels": C, "num_classes": K, "brain_extraction": mode}`` of a bundle's network and inference, from
+    its ``configs/inference.json`` (mode: its "brain_extraction", None for bundles without that stage).
 
     Raises:
         InputError, FileNotFoundError: not a bundle (see :func:`resolve_bundle_dir`).
@@ -94,6 +95,7 @@ def bundle_settings(bundle_dir: str | os.PathLike | None = None) -> dict[str, in
     return {
         "in_channels": int(parser.get_parsed_content("network_def#in_channels")),
         "num_classes": int(parser.get_parsed_content("network_def#out_channels")),
+        "brain_extraction": parser.get("brain_extraction"),
     }
 
 

@@ -13,6 +13,7 @@ from monai.data import MetaTensor
 from test_cli import run_cli
 
 from se_monai.data import add_head, load_icbm152
+from se_monai.data.template import HEAD_PAD
 from se_monai.transforms.plausibility import CheckPlausibilityd, ImplausibleSegmentation, check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE
 
@@ -66,6 +67,24 @@ def test_transform_warns_raises_or_stays_off(caplog):
         CheckPlausibilityd("pred", NAMES, RULES, action="strict")
 
 
+def test_a_brain_cut_by_the_field_of_view_is_flagged(caplog):
+    grid = np.indices((40, 40, 40)) - 19.5
+    ball = np.where((grid**2).sum(0) < 12**2, np.where(grid[0] < 0, 1, 2), 0).astype(np.uint8)  # GM and WM halves
+    rules = {"field_of_view": "grey matter + white matter"}
+    whole = MetaTensor(torch.as_tensor(ball)[None], affine=torch.eye(4))
+    CheckPlausibilityd("pred", NAMES, rules)({"pred": whole})
+    assert caplog.messages == []
+    cut = MetaTensor(torch.as_tensor(ball[:, :, :22].copy())[None], affine=torch.eye(4))  # a slab through it
+    cut.meta["filename_or_obj"] = "/data/slab.nii.gz"
+    CheckPlausibilityd("pred", NAMES, rules)({"pred": cut})
+    assert caplog.messages == [
+        "/data/slab.nii.gz: implausible segmentation: grey matter + white matter is cut by the field of view (a "
+        "partial brain)"
+    ]
+    with pytest.raises(ValueError, match="unknown classes"):
+        CheckPlausibilityd("pred", NAMES, {"field_of_view": "grey matter + csf"})({"pred": cut})
+
+
 @pytest.fixture(scope="module")
 def strict_bundle(tmp_path_factory):
     """The shipped bundle with ranges no brain crop meets (so the refusal path runs on a small real crop)."""
@@ -86,7 +105,7 @@ def test_segment_warns_in_one_line_or_refuses_without_output(strict_bundle, tmp_
     assert done.returncode == 0 and out.is_file()
     warned = [line for line in (done.stdout + done.stderr).splitlines() if "implausible segmentation" in line]
     assert len(warned) == 1 and f"{crop}: implausible segmentation: grey matter + white matter" in warned[0]
-    assert "outside 5000-6000 mL" in warned[0] and "skull-stripped T1-weighted brain" in warned[0]
+    assert "outside 5000-6000 mL" in warned[0] and "T1-weighted brain" in warned[0]
     seg = np.asarray(nib.load(str(out)).dataobj)
     assert 0 < np.isin(seg, (1, 2)).sum() / 1000 < 5000  # the volume the line reports is the written one's
 
@@ -100,19 +119,25 @@ def test_segment_warns_in_one_line_or_refuses_without_output(strict_bundle, tmp_
 
 
 @pytest.mark.slow
-def test_shipped_model_flags_a_head_and_an_inverted_contrast_but_not_the_real_t1(tmp_path):
-    """The whole 1 mm template (about a minute per case on 2 cores): the real skull-stripped T1 passes the shipped
-    ranges; the same brain with a head around it (se_monai.data.add_head) and with its contrast inverted do not."""
+def test_shipped_model_segments_a_head_and_flags_an_inverted_contrast_and_a_partial_brain(tmp_path):
+    """The whole 1 mm template (20-60 s per case on 2 cores): the real skull-stripped T1 and the same brain with a
+    head around it (se_monai.data.add_head; its brain extracted first) pass the shipped ranges; the head without brain
+    extraction, the brain with its contrast inverted and its upper half alone (a partial field of view) do not."""
     t1, _, _, affine = load_icbm152()
     head, head_affine = add_head(t1, affine)
     cases = {
-        "t1": (t1, affine, False),
-        "inverted": (np.where(t1 > 0, t1.max() - t1, 0).astype(np.float32), affine, True),
-        "head": (head, head_affine, True),
+        "t1": (t1, affine, False, ()),
+        "head": (head, head_affine, False, ()),
+        "head_kept": (head, head_affine, True, ("--brain_extraction", "never")),
+        "inverted": (np.where(t1 > 0, t1.max() - t1, 0).astype(np.float32), affine, True, ()),
+        "upper_half": (t1[:, :, t1.shape[2] // 2 :].copy(), affine, True, ()),
     }
-    for name, (image, image_affine, implausible) in cases.items():
-        path = tmp_path / f"{name}.nii.gz"
+    for name, (image, image_affine, implausible, options) in cases.items():
+        path, out = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_seg.nii.gz"
         nib.save(nib.Nifti1Image(image, image_affine), str(path))
-        done = run_cli("segment", str(path), str(tmp_path / f"{name}_seg.nii.gz"), "--plausibility", "raise")
+        done = run_cli("segment", str(path), str(out), "--plausibility", "raise", *options)
         assert done.returncode == (2 if implausible else 0), (name, done.stderr[-2000:])
         assert ("implausible segmentation" in done.stderr) == implausible, name
+    labels = np.asarray(nib.load(str(tmp_path / "head_seg.nii.gz")).dataobj)
+    brain = np.pad(t1 > 0, HEAD_PAD)
+    assert (labels[~brain] > 0).sum() / 1000 < 50  # mL of tissue outside the brain: the head is not segmented

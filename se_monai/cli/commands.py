@@ -60,6 +60,7 @@ def segment(
     amp: Any = None,
     output_ext: str = ".nii.gz",
     verbose: bool = False,
+    brain_extraction: str | None = None,
 ) -> str:
     """Segment an image (NIfTI, NRRD, MetaImage, DICOM series) or a folder of them; labels on the input's grid.
 
@@ -74,8 +75,8 @@ def segment(
         sw_batch_size: windows per forward pass.
         device: "cpu", "cuda", ... (default: CUDA if available).
         progress: the progress bar on stderr (default: when stderr is a terminal); --noprogress hides it.
-        plausibility: tissue volumes outside the bundle's plausible ranges (a head with its skull, another
-            contrast): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
+        plausibility: tissue volumes outside the bundle's plausible ranges (another contrast, a partial field of
+            view): "warn" (one line, the output is written), "raise" (an error, nothing written) or "off".
         series: the series instance UID to segment from a folder with several DICOM series.
         statistics: per-class voxels, volume (mL) and mean input intensity to this .json file (folders: a flag,
             ``<name>_statistics.json``).
@@ -87,12 +88,13 @@ def segment(
         amp: mixed precision: default float16 on CUDA, bfloat16 on CPUs with AMX; --amp (any CPU), --noamp (float32).
         output_ext: for folders: .nii.gz, .nii, .nrrd or .mha.
         verbose: also print the engine's logs and MONAI's warnings.
+        brain_extraction: find a head's brain first (deepbet): "auto" (shipped bundle: heads only), "always", "never".
 
     Returns:
         The label file or folder written.
     """
     options = {"bundle_dir": bundle_dir, "overlap": overlap, "sw_batch_size": sw_batch_size, "device": device}
-    options["verbose"] = bool(verbose)
+    options |= {"verbose": bool(verbose), "brain_extraction": brain_extraction}
     options |= {"plausibility": plausibility, "probabilities_dtype": probabilities_dtype, "tta": tta, "amp": amp}
     if Path(input).is_dir() and not Path(output).name.lower().endswith(OUTPUT_SUFFIXES):
         done = segment_folder(input, output, output_ext, bool(statistics), bool(probabilities), progress, **options)

@@ -2,6 +2,8 @@
 
 - :class:`SizeAdaptiveSpacingd` and :func:`anti_aliased` (:mod:`se_monai.transforms.spacing`): objects smaller than
   the training data resampled finer, images made coarser low-pass filtered first;
+- :class:`BrainExtractiond` (:mod:`se_monai.transforms.brain_extraction`): the brain of a T1-weighted head found by
+  deepbet, everything else set to 0, before a model trained on skull-stripped brains;
 - :class:`CheckPlausibilityd` and the class volumes it checks (:mod:`se_monai.transforms.plausibility`);
 - :func:`acquired_voxels`: ``MaskIntensityd``'s ``select_fn`` for the voxels an input acquired.
 
@@ -9,6 +11,7 @@ The SynthSeg-style generator's transforms are with the generator (:mod:`se_monai
 """
 
 from se_monai.data.datalists import acquired_voxels
+from se_monai.transforms.brain_extraction import BRAIN_EXTRACTION_MODES, BrainExtractiond
 from se_monai.transforms.plausibility import (
     ACTIONS,
     CheckPlausibilityd,
@@ -22,6 +25,8 @@ __all__ = [
     "SizeAdaptiveSpacingd",
     "anti_aliased",
     "MAX_FACE_FRACTION",
+    "BrainExtractiond",
+    "BRAIN_EXTRACTION_MODES",
     "CheckPlausibilityd",
     "ImplausibleSegmentation",
     "ACTIONS",

@@ -8,11 +8,14 @@ The shipped bundle declares its ranges in ``inference.json``, as data::
     "plausibility": {
         "volume_ml": {"grey matter + white matter": [40, 1900]},
         "ratio": {"grey matter / white matter": [0.8, 3.0]},
-        "hint": "expected a skull-stripped T1-weighted brain"
+        "field_of_view": "grey matter + white matter",
+        "hint": "expected a T1-weighted brain"
     }
 
 A ``volume_ml`` key sums the volumes of the classes it names (joined by " + "); a ``ratio`` key divides the volumes
-of two classes (" / "). Bundles made for other datasets start with no ranges (nothing is checked).
+of two classes (" / "); ``field_of_view`` names classes whose union must lie inside the image, not cut by its border
+(:func:`se_monai.transforms.spacing.cut_by_field_of_view`: a partial field of view, whose volumes are not the whole
+brain's). Bundles made for other datasets start with no ranges (nothing is checked).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from se_monai.io.files import InputError
+from se_monai.transforms.spacing import cut_by_field_of_view
 
 __all__ = ["ACTIONS", "ImplausibleSegmentation", "class_volumes", "check_volumes", "CheckPlausibilityd"]
 
@@ -94,13 +98,14 @@ class CheckPlausibilityd(MapTransform):
     Args:
         keys: the label key, e.g. "pred"; a ``(1, D, H, W)`` MetaTensor whose affine is in mm.
         class_names: class index (string) -> name.
-        rules: see :func:`check_volumes`, plus an optional "hint" appended to the message.
+        rules: see :func:`check_volumes`, plus an optional "field_of_view" (classes "a + b" that must not be cut by
+            the image's border; see the module's docstring) and "hint" (appended to the message).
         action: "warn" (log one warning line), "raise" (:class:`ImplausibleSegmentation`, so no output is written)
             or "off".
         allow_missing_keys: as MONAI's MapTransform.
 
     Raises:
-        ValueError: unknown ``action``.
+        ValueError: unknown ``action``; when called, a rule naming a class not in ``class_names``.
         ImplausibleSegmentation: with ``action="raise"``, on an implausible segmentation.
     """
 
@@ -121,15 +126,28 @@ class CheckPlausibilityd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if self.action == "off" or not (self.rules.get("volume_ml") or self.rules.get("ratio")):
+        if self.action == "off" or not any(self.rules.get(k) for k in ("volume_ml", "ratio", "field_of_view")):
             return d
         for key in self.key_iterator(d):
             labels = d[key]
             meta = getattr(labels, "meta", {})
             broken = check_volumes(class_volumes(labels, labels.affine, self.class_names), self.rules)
+            if self.rules.get("field_of_view"):
+                broken += self._cut(labels, self.rules["field_of_view"])
             if broken:
                 self._report(str(meta.get("filename_or_obj", key)), broken)
         return d
+
+    def _cut(self, labels: Any, expression: str) -> list[str]:
+        """``[phrase]`` when the classes of ``expression`` ("a + b") are cut by the field of view, else ``[]``."""
+        indices = {name: int(k) for k, name in self.class_names.items()}
+        names = [part.strip() for part in expression.split("+")]
+        unknown = [n for n in names if n not in indices]
+        if unknown:
+            raise ValueError(f"plausibility rule {expression!r}: unknown classes {unknown} (known: {sorted(indices)})")
+        values = torch.as_tensor(labels).reshape(labels.shape[-3:])
+        inside = torch.isin(values, torch.tensor([indices[n] for n in names], device=values.device))
+        return [f"{expression} is cut by the field of view (a partial brain)"] if cut_by_field_of_view(inside) else []
 
     def _report(self, source: str, broken: Sequence[str]) -> None:
         hint = self.rules.get("hint")

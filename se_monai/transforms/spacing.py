@@ -14,12 +14,26 @@ from monai.transforms import Spacingd
 
 from se_monai.data.datalists import acquired_voxels
 
-__all__ = ["MAX_FACE_FRACTION", "SizeAdaptiveSpacingd", "anti_aliased"]
+__all__ = ["MAX_FACE_FRACTION", "cut_by_field_of_view", "SizeAdaptiveSpacingd", "anti_aliased"]
 
 
 #: Largest share of an object's largest cross-section on an image face for it to count as whole (INIA19's brainstem
 #: on its lower face: 1.3 %; a crop or slab through a brain: tens of per cent).
 MAX_FACE_FRACTION = 0.2
+
+
+def cut_by_field_of_view(inside: torch.Tensor) -> bool:
+    """Whether the object of the ``(X, Y, Z)`` bool mask ``inside`` is cut by the image's border: a face holds over
+    :data:`MAX_FACE_FRACTION` of the object's largest cross-section along that face's axis (a partial field of view,
+    a crop or a slab). False for an empty mask."""
+    inside = torch.as_tensor(inside).bool()
+    if not bool(inside.any()):
+        return False
+    for axis in range(3):
+        sections = inside.sum(dim=tuple(a for a in range(3) if a != axis))
+        if max(int(sections[0]), int(sections[-1])) > MAX_FACE_FRACTION * int(sections.max()):
+            return True
+    return False
 
 
 class SizeAdaptiveSpacingd(Spacingd):
@@ -74,12 +88,8 @@ class SizeAdaptiveSpacingd(Spacingd):
         :data:`MAX_FACE_FRACTION` of its largest cross-section: a partial field of view, a crop or a slab, whose
         size says nothing of the object's) or is empty."""
         inside = acquired_voxels(image)[0]
-        if not bool(inside.any()):
+        if not bool(inside.any()) or cut_by_field_of_view(inside):
             return None
-        for axis in range(3):
-            sections = inside.sum(dim=tuple(a for a in range(3) if a != axis))
-            if max(int(sections[0]), int(sections[-1])) > MAX_FACE_FRACTION * int(sections.max()):
-                return None
         voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=np.float64)[:3, :3]))) / 1000.0
         return (float(inside.sum()) * voxel_ml / self.reference_ml) ** (1.0 / 3.0)
 
