@@ -121,9 +121,8 @@ def segment_image(
         amp: mixed precision. None: the bundle's default (float16 autocast on CUDA; bfloat16 on CPUs with AMX,
             :func:`se_monai.inferers.cpu_bf16_preferred`; float32 otherwise); True: autocast on any CUDA or CPU
             device; False: float32 throughout.
-        brain_extraction: the bundle's brain extraction of heads (:class:`se_monai.transforms.BrainExtractiond`):
-            "auto" (inputs whose non-zero voxels hold more than the bundle's ``head_ml``, 2800 mL shipped),
-            "always" or "never"; None: the bundle's setting (shipped: "auto").
+        brain_extraction: of heads (:class:`se_monai.transforms.BrainExtractiond`): "auto" (inputs whose non-zero
+            voxels hold over the bundle's ``head_ml``), "always", "never"; None: the bundle's own (shipped: "auto").
 
     Returns:
         The label path written.
@@ -131,26 +130,17 @@ def segment_image(
     Raises:
         InputError: a bad input or output path (see :func:`se_monai.io.check_nifti`,
             :func:`se_monai.io.sitk.read_image`), not a bundle, a bundle without ``models/model.pt``, an unknown
-            ``plausibility``, ``probabilities_dtype`` or ``brain_extraction``, a ``brain_extraction`` for a bundle
-            without that stage.
+            ``plausibility``, ``probabilities_dtype`` or ``brain_extraction`` (or one for a bundle without it).
         se_monai.transforms.ImplausibleSegmentation: with ``plausibility="raise"`` (an InputError raised inside the
             bundle's transforms, unwrapped from MONAI's RuntimeError); nothing is written.
     """
-    if plausibility not in ACTIONS:
-        raise InputError(f"--plausibility {plausibility}: expected one of {', '.join(ACTIONS)}")
-    if probabilities_dtype not in PROBABILITY_DTYPES:
-        expected = ", ".join(PROBABILITY_DTYPES)
-        raise InputError(f"--probabilities_dtype {probabilities_dtype}: expected one of {expected}")
+    _check_choices(dict(zip(_CHOICES, (plausibility, probabilities_dtype, brain_extraction), strict=True)))
     root = resolve_bundle_dir(bundle_dir)
     settings = bundle_settings(root)
-    channels = settings["in_channels"]
-    if brain_extraction is not None and brain_extraction not in BRAIN_EXTRACTION_MODES:
-        raise InputError(f"--brain_extraction {brain_extraction}: expected one of {', '.join(BRAIN_EXTRACTION_MODES)}")
-    if brain_extraction is not None and settings["brain_extraction"] is None:
-        raise InputError(f"--brain_extraction: the bundle {root} has no brain extraction stage")
-    reference = _read_other_format(input, channels, series) if needs_sitk(input) else None
+    extraction = _brain_extraction_overrides(root, settings, brain_extraction)
+    reference = _read_other_format(input, settings["in_channels"], series) if needs_sitk(input) else None
     if reference is None:
-        check_nifti(input, channels=channels)
+        check_nifti(input, channels=settings["in_channels"])
     targets = _check_outputs(input, output, statistics, probabilities)
     if not (root / "models" / "model.pt").is_file():
         raise InputError(f"{root / 'models' / 'model.pt'}: no trained model in the bundle (run se-monai train)")
@@ -167,7 +157,7 @@ def segment_image(
         "save_probabilities": targets.probabilities is not None,
         "probabilities_ext": _probabilities_ext(targets, probabilities_dtype),
         **_device_overrides(device, amp),
-        **({} if brain_extraction is None else {"brain_extraction": brain_extraction}),
+        **extraction,
     }
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=targets.labels.parent) as staging:
         _run_inference(root, staging, overrides, verbose)
@@ -185,6 +175,29 @@ def segment_image(
         with atomic_write(targets.statistics) as partial:
             partial.write_text(json.dumps(table, indent=2) + "\n")
     return targets.labels
+
+
+#: The values :func:`segment_image`'s options take (``brain_extraction`` also None: the bundle's own).
+_CHOICES = {
+    "plausibility": ACTIONS,
+    "probabilities_dtype": PROBABILITY_DTYPES,
+    "brain_extraction": BRAIN_EXTRACTION_MODES,
+}
+
+
+def _check_choices(values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if value not in _CHOICES[name] and not (value is None and name == "brain_extraction"):
+            raise InputError(f"--{name} {value}: expected one of {', '.join(_CHOICES[name])}")
+
+
+def _brain_extraction_overrides(root: Path, settings: dict[str, Any], mode: str | None) -> dict[str, Any]:
+    """inference.json's override for :func:`segment_image`'s ``brain_extraction`` (none for the bundle's own)."""
+    if mode is None:
+        return {}
+    if settings["brain_extraction"] is None:
+        raise InputError(f"--brain_extraction: the bundle {root} has no brain extraction stage")
+    return {"brain_extraction": mode}
 
 
 def _axes(values: Sequence[Any]) -> list[int]:

@@ -48,6 +48,7 @@ LAZY_IMPORTS = {
     "onnxruntime": "optional (the export extra), and only checking an ONNX file needs it",
     "highdicom": "optional (the dicom extra), and only writing a DICOM SEG needs it",
     "pydicom": "comes with highdicom, and only writing a DICOM SEG needs it",
+    "deepbet": "loads pandas and two networks, and only extracting a head's brain needs it",
     "se_monai.cli.commands": "loads torch and MONAI; se-monai answers --help, --version and a mistyped command without",
 }
 MAX_MODULE_LINES = 450
