@@ -38,8 +38,8 @@ class BrainExtractiond(MapTransform):
     segments a raw scan with its skull, scalp, eyes and neck.
 
     deepbet finds the brain: its first network locates the brain's bounding box on the image resized to 128^3, its
-    second segments the box resized to 256^3 (both nearest-neighbour, the voxel size is not used: it was trained on
-    whole heads at about 1 mm, 0.5-1.5 mm work); the mask is its largest connected component with the holes filled.
+    second segments the box resized to 256^3 (both nearest-neighbour; the voxel size is not used: it was trained on
+    healthy adults' T1-weighted heads at about 1 mm); the mask is its largest connected component with the holes filled.
     Voxels outside it are set to 0 in every key, as a skull-stripping tool writes them, so the size rule of
     :class:`se_monai.transforms.SizeAdaptiveSpacingd`, ``CropForegroundd`` and the bundle's ``MaskIntensityd`` see
     the brain only. Nothing changes the geometry and nothing is recorded for ``Invertd``.
