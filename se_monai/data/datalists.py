@@ -100,6 +100,11 @@ def is_skull_stripped(path: str | os.PathLike) -> bool:
     return float(np.count_nonzero(data == 0)) / max(1, data.size) > STRIPPED_ZERO_FRACTION
 
 
+def voxel_ml(affine: Any) -> float:
+    """The volume of one voxel (mL) of a ``(4, 4)`` voxel-to-world affine in mm: ``|det(affine[:3, :3])| / 1000``."""
+    return abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+
+
 def acquired_voxels(image: Any) -> Any:
     """``select_fn`` of ``MaskIntensityd`` for predictions: ``(1, D, H, W)``, True where any of the ``(C, D, H, W)``
     input channels is non-zero, so that voxels exactly 0 in every channel (outside a skull-stripped brain, as

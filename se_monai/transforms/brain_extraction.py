@@ -8,11 +8,10 @@ import functools
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from monai.transforms import MapTransform
 
-from se_monai.data.datalists import acquired_voxels
+from se_monai.data.datalists import acquired_voxels, voxel_ml
 
 __all__ = ["BRAIN_EXTRACTION_MODES", "BrainExtractiond"]
 
@@ -82,8 +81,7 @@ class BrainExtractiond(MapTransform):
     def is_head(self, image: Any) -> bool:
         """Whether the ``(C, X, Y, Z)`` MetaTensor ``image`` is a head: its non-zero voxels (any channel) hold more
         than ``head_ml``."""
-        voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=np.float64)[:3, :3]))) / 1000.0
-        return float(acquired_voxels(image).sum()) * voxel_ml > self.head_ml
+        return float(acquired_voxels(image).sum()) * voxel_ml(image.affine) > self.head_ml
 
     def brain_mask(self, image: Any) -> torch.Tensor:
         """deepbet's brain mask of the ``(C, X, Y, Z)`` image's first channel: a ``(1, X, Y, Z)`` bool tensor on the

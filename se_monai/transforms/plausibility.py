@@ -24,11 +24,11 @@ import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from se_monai.data.datalists import voxel_ml
 from se_monai.io.files import InputError
 from se_monai.transforms.spacing import cut_by_field_of_view
 
@@ -56,15 +56,24 @@ def class_volumes(labels: Any, affine: Any, class_names: Mapping[str, str]) -> d
     """
     values = torch.as_tensor(labels).reshape(-1).long()
     counts = torch.bincount(values, minlength=max(int(k) for k in class_names) + 1)
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    return {name: float(counts[int(k)]) * voxel_ml for k, name in class_names.items()}
+    return {name: float(counts[int(k)]) * voxel_ml(affine) for k, name in class_names.items()}
+
+
+def _classes(expression: str, known: Any, operator: str) -> list[str]:
+    """The class names of a rule ("a + b", "a / b"), checked against ``known``.
+
+    Raises:
+        ValueError: a name not in ``known``, or a ratio of other than two classes.
+    """
+    names = [part.strip() for part in expression.split(operator)]
+    unknown = [n for n in names if n not in known]
+    if unknown or (operator == "/" and len(names) != 2):
+        raise ValueError(f"plausibility rule {expression!r}: unknown classes {unknown} (known: {sorted(known)})")
+    return names
 
 
 def _evaluate(expression: str, volumes: Mapping[str, float], operator: str) -> float:
-    names = [part.strip() for part in expression.split(operator)]
-    unknown = [n for n in names if n not in volumes]
-    if unknown or (operator == "/" and len(names) != 2):
-        raise ValueError(f"plausibility rule {expression!r}: unknown classes {unknown} (known: {sorted(volumes)})")
+    names = _classes(expression, volumes, operator)
     if operator == "+":
         return sum(volumes[n] for n in names)
     return volumes[names[0]] / volumes[names[1]] if volumes[names[1]] > 0 else float("inf")
@@ -141,10 +150,7 @@ class CheckPlausibilityd(MapTransform):
     def _cut(self, labels: Any, expression: str) -> list[str]:
         """``[phrase]`` when the classes of ``expression`` ("a + b") are cut by the field of view, else ``[]``."""
         indices = {name: int(k) for k, name in self.class_names.items()}
-        names = [part.strip() for part in expression.split("+")]
-        unknown = [n for n in names if n not in indices]
-        if unknown:
-            raise ValueError(f"plausibility rule {expression!r}: unknown classes {unknown} (known: {sorted(indices)})")
+        names = _classes(expression, indices, "+")
         values = torch.as_tensor(labels).reshape(labels.shape[-3:])
         inside = torch.isin(values, torch.tensor([indices[n] for n in names], device=values.device))
         return [f"{expression} is cut by the field of view (a partial brain)"] if cut_by_field_of_view(inside) else []

@@ -12,7 +12,7 @@ import torch
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import Spacingd
 
-from se_monai.data.datalists import acquired_voxels
+from se_monai.data.datalists import acquired_voxels, voxel_ml
 
 __all__ = ["MAX_FACE_FRACTION", "cut_by_field_of_view", "SizeAdaptiveSpacingd", "anti_aliased"]
 
@@ -90,8 +90,7 @@ class SizeAdaptiveSpacingd(Spacingd):
         inside = acquired_voxels(image)[0]
         if not bool(inside.any()) or cut_by_field_of_view(inside):
             return None
-        voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=np.float64)[:3, :3]))) / 1000.0
-        return (float(inside.sum()) * voxel_ml / self.reference_ml) ** (1.0 / 3.0)
+        return (float(inside.sum()) * voxel_ml(image.affine) / self.reference_ml) ** (1.0 / 3.0)
 
     def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
         size = self.relative_size(data[self.keys[0]])
