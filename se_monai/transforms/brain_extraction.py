@@ -43,9 +43,10 @@ class BrainExtractiond(MapTransform):
     :class:`se_monai.transforms.SizeAdaptiveSpacingd`, ``CropForegroundd`` and the bundle's ``MaskIntensityd`` see
     the brain only. Nothing changes the geometry and nothing is recorded for ``Invertd``.
 
-    With ``mode="auto"`` only heads are extracted: images whose non-zero voxels hold more than ``head_ml`` (a head
-    with its skull: 3.5-5 L; a skull-stripped adult brain: at most about 2 L, also in MNI space, whose registration
-    enlarges brains). Skull-stripped brains of any species and crops pass unchanged.
+    With ``mode="auto"`` only heads are extracted: images whose non-zero voxels hold more than ``head_ml`` (the heads
+    of docs/results.md, S1's and Colin27's, hold 5.1 and 4.2 L; its skull-stripped brains 0.1-1.7 L, Colin27 in MNI
+    space, whose registration enlarges brains, the largest; the ICBM152 template 1.9 L). Skull-stripped brains and
+    crops of them pass unchanged.
 
     Args:
         keys: the image keys, ``(C, X, Y, Z)`` MetaTensors in RAS orientation (after ``Orientationd``), intensities
@@ -92,7 +93,7 @@ class BrainExtractiond(MapTransform):
         """
         device = self.device or image.device
         extractor = _deepbet(str(device))
-        t1 = torch.as_tensor(image[0], dtype=torch.float32).detach().to(device).cpu().numpy()
+        t1 = torch.as_tensor(image[0]).detach().float().cpu().numpy()  # deepbet moves it to its networks' device
         try:
             probability = extractor.run_model(t1.copy())
             mask = extractor.postprocess(probability > self.threshold)
