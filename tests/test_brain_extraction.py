@@ -4,6 +4,7 @@ reduced to their brain, skull-stripped brains pass unchanged, a field of view wi
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -89,3 +90,10 @@ def test_segment_checks_the_brain_extraction_option(tmp_path):
     )
     assert done.returncode == 2 and "has no brain extraction stage" in done.stderr
     assert not (tmp_path / "seg.nii.gz").exists()
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.diag([4.0, 4.0, 4.0, 1.0])), str(empty))
+    done = run_cli("segment", str(empty), str(tmp_path / "seg.nii.gz"), "--brain_extraction", "always")
+    assert done.returncode == 2 and not (tmp_path / "seg.nii.gz").exists()
+    assert done.stderr.strip().splitlines() == [
+        f"se-monai: error: {empty}: brain extraction found no brain in the image"
+    ]

@@ -12,6 +12,7 @@ import torch
 from monai.transforms import MapTransform
 
 from se_monai.data.datalists import acquired_voxels, voxel_ml
+from se_monai.io.files import InputError
 
 __all__ = ["BRAIN_EXTRACTION_MODES", "BrainExtractiond"]
 
@@ -58,8 +59,8 @@ class BrainExtractiond(MapTransform):
         allow_missing_keys: as MONAI's ``MapTransform``.
 
     Raises:
-        ValueError: an unknown ``mode`` or a non-positive ``head_ml``; when called, an image in which deepbet finds
-            no brain.
+        ValueError: an unknown ``mode`` or a non-positive ``head_ml``.
+        InputError: when called, an image in which deepbet finds no brain.
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class BrainExtractiond(MapTransform):
         image's device.
 
         Raises:
-            ValueError: deepbet finds no brain.
+            InputError: deepbet finds no brain (one line naming the image's file).
         """
         device = self.device or image.device
         extractor = _deepbet(str(device))
@@ -97,10 +98,11 @@ class BrainExtractiond(MapTransform):
         try:
             probability = extractor.run_model(t1.copy())
             mask = extractor.postprocess(probability > self.threshold)
-        except (AssertionError, ValueError, IndexError) as err:  # deepbet asserts a foreground, cc3d an object
-            raise ValueError("brain extraction found no brain in the image") from err
-        if not mask.any():
-            raise ValueError("brain extraction found no brain in the image")
+        except (AssertionError, ValueError, IndexError):  # deepbet asserts a foreground, cc3d an object
+            mask = None
+        if mask is None or not mask.any():
+            source = getattr(image, "meta", {}).get("filename_or_obj", "the image")
+            raise InputError(f"{source}: brain extraction found no brain in the image")
         return torch.as_tensor(mask, dtype=torch.bool, device=image.device)[None]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
