@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA := data/icbm152_mixed
+DATA := data/icbm152_mixed_csf
 # CPU torch on this project's machines; GPU users install their own torch before `pip install -e .`.
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 
@@ -75,7 +75,7 @@ experiment-quick: setup
 	$(BIN)/se-monai experiment configs/scale_generalisation_quick.json
 
 $(DATA)/dataset.json: | $(STAMP)
-	$(BIN)/se-monai prepare-data $(DATA) --generator mixed --num_subjects 24 --t1_prob 1 --seed 0
+	$(BIN)/se-monai prepare-data $(DATA) --generator mixed --num_subjects 24 --t1_prob 1 --csf --seed 0
 
 data: $(DATA)/dataset.json
 

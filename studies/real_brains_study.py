@@ -80,7 +80,7 @@ NORMS = {
 }
 SHIPPED_RULES = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())["plausibility"]
 #: The classes every method reports, by name (a model's class index for each comes from its bundle's class names).
-TISSUES = ("grey matter", "white matter", "csf")
+TISSUES = ("grey matter", "white matter", "csf")  # compared in lower case: the shipped bundle names its class "CSF"
 #: Label values of the labels this study scores: 1 grey matter, 2 white matter, 3 CSF (0 anything else).
 NAMES = {"1": "grey matter", "2": "white matter", "3": "csf"}
 
@@ -200,8 +200,8 @@ def _model_labels(written: Path, class_names: dict[str, str]) -> np.ndarray:
     labels = np.asarray(nib.load(str(written)).dataobj)
     out = np.zeros(labels.shape, np.uint8)
     for index, name in class_names.items():
-        if name in TISSUES:
-            out[labels == int(index)] = TISSUES.index(name) + 1
+        if name.lower() in TISSUES:
+            out[labels == int(index)] = TISSUES.index(name.lower()) + 1
     return out
 
 

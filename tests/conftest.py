@@ -33,6 +33,17 @@ def icbm_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def icbm_csf_dataset(tmp_path_factory):
+    """The same with the CSF class (labels 0 other, 1 grey matter, 2 white matter, 3 CSF), the shipped model's
+    classes."""
+    from se_monai.data import TemplateSubjects, prepare_brain_tissue_dataset
+
+    root = tmp_path_factory.mktemp("icbm152_csf")
+    prepare_brain_tissue_dataset(root, num_subjects=2, seed=0, subjects=TemplateSubjects(csf=True))
+    return root
+
+
+@pytest.fixture(scope="session")
 def t1(tmp_path_factory):
     """The RAS crop of the real T1 as SimpleITK reads it, with an oblique direction and an origin of its own:
     geometry to keep."""

@@ -50,6 +50,7 @@ def test_bundle_layout():
         "0": "other",
         "1": "grey matter",
         "2": "white matter",
+        "3": "CSF",
     }
     inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     for key in [
@@ -65,11 +66,11 @@ def test_bundle_layout():
         assert key in inference, key
 
 
-def test_train_then_evaluate(icbm_dataset, tmp_path):
+def test_train_then_evaluate(icbm_csf_dataset, tmp_path):
     ckpt_dir = tmp_path / "models"
     workflow = run_bundle(
         ["train.json"],
-        dataset_dir=str(icbm_dataset),
+        dataset_dir=str(icbm_csf_dataset),
         ckpt_dir=str(ckpt_dir),
         output_dir=str(tmp_path / "eval"),
         **SHORT,
@@ -84,18 +85,18 @@ def test_train_then_evaluate(icbm_dataset, tmp_path):
     run_bundle(
         ["train.json", "evaluate.json"],
         workflow_type="infer",
-        dataset_dir=str(icbm_dataset),
+        dataset_dir=str(icbm_csf_dataset),
         ckpt_dir=str(ckpt_dir),
         output_dir=str(tmp_path / "eval"),
     )
     with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["filename", "class0", "class1", "mean"]  # grey and white matter (background excluded)
+    assert rows[0] == ["filename", "class0", "class1", "class2", "mean"]  # GM, WM, CSF (background excluded)
     assert "icbm152_t1" in rows[1][0] and all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])
     # label statistics per image on its own grid (LabelStatisticsSaver): every voxel in one class, mL from mm^3
     statistics = json.loads((tmp_path / "eval" / "statistics.json").read_text())
     (source, table), image = next(iter(statistics.items())), nib.load(rows[1][0])
-    assert source == rows[1][0] and list(table) == ["other", "grey matter", "white matter"]
+    assert source == rows[1][0] and list(table) == ["other", "grey matter", "white matter", "CSF"]
     assert sum(c["voxels"] for c in table.values()) == int(np.prod(image.shape))
     voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000
     assert all(c["volume_ml"] == pytest.approx(c["voxels"] * voxel_ml) for c in table.values())
@@ -147,7 +148,7 @@ def test_monai_bundle_run_segments_an_msd_folder_past_a_bad_case(tmp_path):
         seg, image = nib.load(str(out / name)), nib.load(str(crops[kind]))
         assert seg.shape == image.shape
         np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
-        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
 
 
 def test_a_case_failing_after_its_labels_are_written_leaves_nothing(tmp_path, monkeypatch):
@@ -209,11 +210,11 @@ def test_evaluation_scores_the_cases_that_load_and_names_the_others(tmp_path):
     assert 0.7 < float(rows[1][-1]) <= 1.0  # the shipped model on a crop of the real T1
 
 
-def test_train_with_the_optimised_basis(icbm_dataset, tmp_path):
+def test_train_with_the_optimised_basis(icbm_csf_dataset, tmp_path):
     """SEUNet with basis_type "disco" through the bundle's train.json (a short run)."""
     workflow = run_bundle(
         ["train.json"],
-        dataset_dir=str(icbm_dataset),
+        dataset_dir=str(icbm_csf_dataset),
         ckpt_dir=str(tmp_path / "models"),
         output_dir=str(tmp_path / "eval"),
         **{**SHORT, "network_def#basis_type": "disco"},

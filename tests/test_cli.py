@@ -145,7 +145,7 @@ def test_segment_keeps_shape_affine_and_finds_tissue(tmp_path, kind):
     assert seg.shape == image.shape
     np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
     values = np.asarray(seg.dataobj)
-    assert seg.get_data_dtype() == np.uint8 and set(np.unique(values)) <= {0, 1, 2}
+    assert seg.get_data_dtype() == np.uint8 and set(np.unique(values)) <= {0, 1, 2, 3}
     assert digest(source) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".se-monai")] == []
     if kind in ("ras", "lps"):
@@ -164,7 +164,7 @@ def test_demo_on_real_t1_scores_the_template_labels(tmp_path, capsys):
     printed = capsys.readouterr().out
     seg = nib.load(str(tmp_path / "icbm152_t1_seg.nii.gz"))
     assert seg.shape == (197, 233, 189)
-    assert set(np.unique(np.asarray(seg.dataobj))) == {0, 1, 2}
+    assert set(np.unique(np.asarray(seg.dataobj))) == {0, 1, 2, 3}
     assert f"Dice grey matter: {scores['grey matter']:.4f}" in printed and "segmentation written to" in printed
     assert scores["grey matter"] >= 0.83 and scores["white matter"] >= 0.83, scores
     # a skull-stripped input's zero voxels are outside the brain: inference labels them "other" (MaskIntensityd)

@@ -51,17 +51,18 @@ def test_names_that_moved_out_of_a_module_that_stays_warn_too():
 
 
 def test_a_bundle_made_with_0_3_4_segments_as_the_shipped_one(tmp_path):
-    """Its configs (with the shipped weights) through segment, as the shipped configs at the training spacing
-    (magnification 1, which 0.3.4 had), and through its own evaluate.json over a test set."""
+    """Its configs and weights (three classes, tests/data/bundle_0.3.4/models) through segment, as the shipped configs
+    with those weights and classes at the training spacing (magnification 1, which 0.3.4 had), and through its own
+    evaluate.json over a test set."""
     bundle = tmp_path / "bundle"
     shutil.copytree(OLD, bundle)
-    (bundle / "models").mkdir()
-    shutil.copy(SHIPPED_BUNDLE / "models" / "model.pt", bundle / "models" / "model.pt")
     shipped = tmp_path / "shipped"
     shutil.copytree(SHIPPED_BUNDLE / "configs", shipped / "configs")
-    shutil.copytree(SHIPPED_BUNDLE / "models", shipped / "models")
+    shutil.copytree(OLD / "models", shipped / "models")
     inference = shipped / "configs" / "inference.json"
-    inference.write_text(json.dumps({**json.loads(inference.read_text()), "magnification": 1.0}))
+    old_classes = json.loads((OLD / "configs" / "inference.json").read_text())["class_names"]
+    settings = {"magnification": 1.0, "num_classes": len(old_classes), "class_names": old_classes}
+    inference.write_text(json.dumps({**json.loads(inference.read_text()), **settings}))
     crops = write_crops(tmp_path / "Task01" / "imagesTs")
     labels = {}
     for name, where in (("old", bundle), ("shipped", shipped)):

@@ -129,7 +129,7 @@ def test_server_lists_the_bundle(server):
     info = requests.get(f"{server['url']}/info/", timeout=30).json()
     model = info["models"][BUNDLE_NAME]
     assert model["type"] == "segmentation" and model["dimension"] == 3
-    assert model["labels"] == {"other": 0, "grey matter": 1, "white matter": 2}
+    assert model["labels"] == {"other": 0, "grey matter": 1, "white matter": 2, "CSF": 3}
     datastore = requests.get(f"{server['url']}/datastore/?output=all", timeout=30).json()
     assert "t1_crop" in datastore["objects"]
 
@@ -150,7 +150,7 @@ def test_infer_returns_the_label_volume(server):
     assert label.shape == study.shape  # MONAI Label restores the study's grid
     np.testing.assert_allclose(label.affine, study.affine, atol=1e-4)
     values = np.asarray(label.dataobj).round().astype(np.int64)
-    assert set(np.unique(values)) == {0, 1, 2}
+    assert set(np.unique(values)) == {0, 1, 2, 3}
     # the crop's reference labels from the template's probability maps: the served segmentation is a real one
     from helpers import BLOCK
 
@@ -194,5 +194,5 @@ def test_train_then_infer_uses_the_new_weights(server):
     assert digest(model) != before and (server["bundle"] / "models" / "model_final.pt").is_file()
     assert digest(default_bundle_dir() / "models" / "model.pt") == shipped
     labels_after = _infer(server)
-    assert labels_after.shape == labels_before.shape and set(np.unique(labels_after)) <= {0, 1, 2}
+    assert labels_after.shape == labels_before.shape and set(np.unique(labels_after)) <= {0, 1, 2, 3}
     assert (labels_after != labels_before).any()  # the retrained weights segment differently

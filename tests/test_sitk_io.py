@@ -29,7 +29,7 @@ def test_nrrd_and_mha_in_and_out_keep_the_grid_and_the_labels(t1, tmp_path):
     assert from_nrrd.GetPixelID() == sitk.sitkUInt8
     labels = sitk.GetArrayFromImage(from_nrrd)
     np.testing.assert_array_equal(labels, sitk.GetArrayFromImage(from_nifti))  # the same segmentation
-    assert set(np.unique(labels)) == {0, 1, 2}
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
     segment_image(nifti, tmp_path / "c.nrrd", progress=False)  # a NIfTI in, NRRD out
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "c.nrrd"))), labels)
 
@@ -98,13 +98,15 @@ def test_statistics_are_the_label_counts_times_the_voxel_volume(t1, tmp_path, su
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg.mha")))
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(source)))
     voxel_ml = float(np.prod(t1.GetSpacing())) / 1000
-    assert list(stats) == ["other", "grey matter", "white matter"]
+    assert list(stats) == ["other", "grey matter", "white matter", "CSF"]
     for value, name in enumerate(stats):
         voxels = int((labels == value).sum())
         assert stats[name]["voxels"] == voxels > 0
         assert stats[name]["volume_ml"] == pytest.approx(voxels * voxel_ml)
         assert stats[name]["mean_intensity"] == pytest.approx(float(image[labels == value].mean()), rel=1e-6)
-    assert stats["white matter"]["mean_intensity"] > stats["grey matter"]["mean_intensity"]  # a T1
+    # a T1: CSF < grey matter < white matter
+    assert stats["CSF"]["mean_intensity"] < stats["grey matter"]["mean_intensity"]
+    assert stats["white matter"]["mean_intensity"] > stats["grey matter"]["mean_intensity"]
 
 
 def test_a_statistics_file_that_is_not_json_is_refused_before_anything_runs(t1, tmp_path):

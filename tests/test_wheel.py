@@ -73,7 +73,7 @@ def test_segment_and_monai_bundle_run_from_outside_the_repository(installed, tmp
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (written,) = labels.glob("*.nii.gz")
-    assert set(np.unique(np.asarray(nib.load(str(written)).dataobj))) == {0, 1, 2}
+    assert set(np.unique(np.asarray(nib.load(str(written)).dataobj))) == {0, 1, 2, 3}
 
 
 def test_demo_from_outside_the_repository(installed):

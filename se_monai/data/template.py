@@ -51,7 +51,7 @@ __all__ = [
 #: Label values of the brain-tissue task.
 LABELS = {"0": "other", "1": "grey matter", "2": "white matter"}
 #: Label values of the brain-tissue task with a CSF class (labels 1 and 2 keep their meaning).
-CSF_LABELS = {**LABELS, "3": "csf"}
+CSF_LABELS = {**LABELS, "3": "CSF"}
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 #: Where the template's tissue classes come from: "probability" (the argmax of its probability maps) or "intensity"
 #: (its T1 thresholded between the classes, :func:`intensity_tissue_maps`).

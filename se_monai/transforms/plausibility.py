@@ -4,7 +4,7 @@ partial field of view) is flagged in one line instead of being silently wrong.
 
 The shipped bundle declares its ranges in ``inference.json``, as data::
 
-    "class_names": {"0": "other", "1": "grey matter", "2": "white matter"},
+    "class_names": {"0": "other", "1": "grey matter", "2": "white matter", "3": "CSF"},
     "plausibility": {
         "volume_ml": {"grey matter + white matter": [40, 1900]},
         "ratio": {"grey matter / white matter": [0.8, 3.0]},
