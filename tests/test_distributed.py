@@ -43,7 +43,7 @@ def _torchrun(configs, tmp_path, dataset, **overrides):
     return done
 
 
-def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_dataset, tmp_path):
+def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_csf_dataset, tmp_path):
     # each rank saves its initial and final weights; the ranks train on different subjects (DistributedSampler),
     # so only the gradient all-reduce of DistributedDataParallel keeps them equal
     probe = tmp_path / "probe.json"
@@ -68,7 +68,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
     done = _torchrun(
         configs,
         tmp_path,
-        icbm_dataset,
+        icbm_csf_dataset,
         ckpt_dir=str(ckpt),
         output_dir=str(out),
         epochs=2,
@@ -107,7 +107,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_da
     assert best and all(count == 2 for count in best.values()), best
 
 
-def test_two_process_evaluation_writes_metrics_once(icbm_dataset, tmp_path):
+def test_two_process_evaluation_writes_metrics_once(icbm_csf_dataset, tmp_path):
     # a checkpoint to evaluate: the bundle's shipped model
     ckpt = tmp_path / "models"
     ckpt.mkdir()
@@ -117,7 +117,7 @@ def test_two_process_evaluation_writes_metrics_once(icbm_dataset, tmp_path):
     _torchrun(
         configs,
         tmp_path,
-        icbm_dataset,
+        icbm_csf_dataset,
         ckpt_dir=str(ckpt),
         output_dir=str(out),
         num_workers=0,
@@ -129,7 +129,7 @@ def test_two_process_evaluation_writes_metrics_once(icbm_dataset, tmp_path):
     # both ranks' images, gathered into one file on rank 0
     assert len(rows) == 1 + 2
     assert {Path(r[0]).name.split(".")[0] for r in rows[1:]} == {
-        Path(p).name.split(".")[0] for p in sorted((icbm_dataset / "imagesTr").iterdir())
+        Path(p).name.split(".")[0] for p in sorted((icbm_csf_dataset / "imagesTr").iterdir())
     }
     dice = [float(r[-1]) for r in rows[1:]]
     assert all(0.5 < d <= 1.0 for d in dice)  # the shipped model on synthetic subjects of its training distribution
