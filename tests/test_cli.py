@@ -158,8 +158,8 @@ def test_segment_keeps_shape_affine_and_finds_tissue(tmp_path, kind):
 
 def test_demo_on_real_t1_scores_the_template_labels(tmp_path, capsys):
     """The shipped model on the real ICBM152 T1 (held out from its training data) against the template's own labels:
-    reported, not a target (they draw the template's thick cortex, which the inference magnification corrects on real
-    brains: 0.867 / 0.863 measured); the floor catches a broken model or pipeline."""
+    reported, not a target (they draw the template's thick cortex; 0.903 / 0.892 measured with bundle 1.0.0); the floor
+    catches a broken model or pipeline."""
     scores = demo(output_dir=str(tmp_path))
     printed = capsys.readouterr().out
     seg = nib.load(str(tmp_path / "icbm152_t1_seg.nii.gz"))
