@@ -129,7 +129,8 @@ def test_server_lists_the_bundle(server):
     info = requests.get(f"{server['url']}/info/", timeout=30).json()
     model = info["models"][BUNDLE_NAME]
     assert model["type"] == "segmentation" and model["dimension"] == 3
-    assert model["labels"] == {"other": 0, "grey matter": 1, "white matter": 2, "CSF": 3}
+    # MONAI Label lists the names of the bundle's channel_def in lower case
+    assert model["labels"] == {"other": 0, "grey matter": 1, "white matter": 2, "csf": 3}
     datastore = requests.get(f"{server['url']}/datastore/?output=all", timeout=30).json()
     assert "t1_crop" in datastore["objects"]
 
