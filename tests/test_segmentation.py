@@ -163,7 +163,7 @@ def test_probabilities_and_tta_on_a_real_nrrd(t1, tmp_path):
     plain = segment_image(source, tmp_path / "plain.mha", progress=False, probabilities=tmp_path / "p.nrrd")
     maps = sitk.ReadImage(str(tmp_path / "p.nrrd"))
     assert_same_geometry(maps, t1)
-    assert maps.GetNumberOfComponentsPerPixel() == 3 and maps.GetPixelID() == sitk.sitkVectorFloat32
+    assert maps.GetNumberOfComponentsPerPixel() == 4 and maps.GetPixelID() == sitk.sitkVectorFloat32
     p = sitk.GetArrayFromImage(maps)  # (z, y, x, class)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(plain)))
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
@@ -173,7 +173,7 @@ def test_probabilities_and_tta_on_a_real_nrrd(t1, tmp_path):
         probabilities_dtype="float16",
     )  # fmt: skip
     archive = np.load(tmp_path / "p.npz")
-    assert archive["probabilities"].dtype == np.float16 and archive["probabilities"].shape == (3, *t1.GetSize())
+    assert archive["probabilities"].dtype == np.float16 and archive["probabilities"].shape == (4, *t1.GetSize())
     tta_labels = np.asarray(nib.load(str(tta)).dataobj)
     np.testing.assert_allclose(archive["affine"], nib.load(str(tta)).affine, atol=1e-6)
     assert np.mean(archive["probabilities"].argmax(0) == tta_labels) > 0.999  # float16 rounding of near-ties
@@ -303,7 +303,7 @@ def test_a_dicom_series_gets_a_dicom_seg_referencing_its_images(t1, tmp_path):
     sources = [pydicom.dcmread(name, stop_before_pixels=True) for name in sitk_io.series_files(folder)]
     pixels = seg.get_pixels_by_source_instance([s.SOPInstanceUID for s in sources], combine_segments=True)
     np.testing.assert_array_equal(pixels, expected)  # every source slice's frame: the labels of that slice
-    assert [d.SegmentLabel for d in seg.SegmentSequence] == ["grey matter", "white matter"]
+    assert [d.SegmentLabel for d in seg.SegmentSequence] == ["grey matter", "white matter", "CSF"]
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID and seg.PatientID == sources[0].PatientID
     sitk.WriteImage(t1, str(tmp_path / "t1.nrrd"))
     done = run_cli("segment", str(tmp_path / "t1.nrrd"), str(tmp_path / "other.dcm"))

@@ -15,7 +15,7 @@ from monai.bundle import ConfigWorkflow
 from se_monai.workflows import SHIPPED_BUNDLE
 
 CONFIGS = SHIPPED_BUNDLE / "configs"
-LABELS = ["other", "grey matter", "white matter"]  # the shipped bundle's classes
+LABELS = ["other", "grey matter", "white matter", "CSF"]  # the shipped bundle's classes
 
 
 def workflow(kind: str, files: list[str], **override) -> ConfigWorkflow:
@@ -60,7 +60,7 @@ def test_train_one_epoch_then_evaluate(dataset, tmp_path):
     # as the zoo does: evaluate.json over train.json, no property check (evaluate.json overrides train.json)
     run_checked(workflow("eval", ["train.json", "evaluate.json"], **folders), check=False)
     rows = (tmp_path / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
-    assert rows[0] == "filename,class0,class1,mean" and "case_003" in rows[1]
+    assert rows[0] == "filename,class0,class1,class2,mean" and "case_003" in rows[1]
     assert all(0.0 <= float(v) <= 1.0 for v in rows[1].split(",")[1:])
     assert digest() == before
 
