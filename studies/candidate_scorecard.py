@@ -23,7 +23,7 @@ from se_monai.metrics import label_dice
 from se_monai.segmentation import segment_image
 from se_monai.transforms.plausibility import check_volumes, class_volumes
 
-DATASET = "data/icbm152_mixed"
+DATASET = "data/icbm152_mixed_csf"
 LABELLED = {
     "validation subject 22": "imagesTr/subject_022.nii.gz",
     "validation subject 23": "imagesTr/subject_023.nii.gz",

@@ -3,7 +3,7 @@ real ICBM152 T1 rescaled by several factors (MONAI Zoom, 1 mm voxels kept, as th
 volumes and plausibility verdict for the real T1, the same brain with a head around it, and with its contrast
 inverted.
 
-Run (after `make data`, which writes the real T1 and its labels to data/icbm152_mixed/imagesTs and labelsTs; about
+Run (after `make data`, which writes the real T1 and its labels to data/icbm152_mixed_csf/imagesTs and labelsTs; about
 2 minutes per bundle on 2 CPU cores):
 
     .venv/bin/python studies/shipped_model_study.py --bundles "{'shipped': 'bundle', 'retrained': 'out/icbm152_bundle'}"
@@ -27,8 +27,8 @@ from se_monai.transforms.plausibility import check_volumes, class_volumes
 from se_monai.workflows import SHIPPED_BUNDLE, resolve_bundle_dir
 
 TEST = {
-    "image": "data/icbm152_mixed/imagesTs/icbm152_t1.nii.gz",
-    "label": "data/icbm152_mixed/labelsTs/icbm152_t1.nii.gz",
+    "image": "data/icbm152_mixed_csf/imagesTs/icbm152_t1.nii.gz",
+    "label": "data/icbm152_mixed_csf/labelsTs/icbm152_t1.nii.gz",
 }
 TISSUE = {"grey matter": 1, "white matter": 2}
 #: The shipped bundle's class names and ranges, also for bundles made before the ranges existed.
