@@ -113,6 +113,21 @@ def test_with_csf_the_csf_and_its_shell_are_class_3_and_the_tissue_keeps_its_lab
     assert image[target == 3].mean() < image[target == 1].mean() < image[target == 2].mean()
 
 
+def test_a_partial_volume_subject_mixes_tissues_on_their_boundary_and_keeps_the_classes(ball):
+    labels = torch.from_numpy(structure_labels(*ball))[None]
+    settings = {"seed": 0, "strip_prob": 0.0, "csf": True, "t1_prob": 1.0}
+    crisp = synthseg_transform(**settings)({"label": labels})
+    mixed = synthseg_transform(**settings, partial_volume=2)({"label": labels})
+    image, target = torch.as_tensor(mixed["image"]), torch.as_tensor(mixed["label"])
+    assert image.shape == target.shape == labels.shape and float(image.min()) == 0 and float(image.max()) == 1
+    assert set(torch.unique(target).tolist()) == {0, 1, 2, 3}
+    assert image[target == 3].mean() < image[target == 1].mean() < image[target == 2].mean()
+    # the same anatomy: the tissue volumes of the crisp and the partial-volume subject agree within 10 %
+    for k in (1, 2):
+        crisp_volume = int((torch.as_tensor(crisp["label"]) == k).sum())
+        assert abs(int((target == k).sum()) - crisp_volume) < 0.1 * crisp_volume
+
+
 def test_skull_stripping_removes_the_head_and_outer_csf_to_the_drawn_depth(ball):
     labels = torch.from_numpy(structure_labels(*ball))[None]
     csf, gm = STRUCTURES.index("csf"), STRUCTURES.index("grey matter")

@@ -129,9 +129,8 @@ def train(dataset_dir: str, bundle_dir: str | None = None, verbose: bool = False
     values = bundle_plan(root)
     if values is not None:
         print(describe_plan(values) + " (explicit overrides win)")
-    workflow, _ = _run(
-        ["train.json"], root, "train", verbose, dataset_dir=str(Path(dataset_dir).resolve()), **overrides
-    )
+    dataset = str(Path(dataset_dir).resolve())
+    workflow, _ = _run(["train.json"], root, "train", verbose, dataset_dir=dataset, **overrides)
     state = workflow.parser.get_parsed_content("validate#evaluator").state
     print(f"best validation {state.key_metric_name} {state.best_metric:.4f} at epoch {state.best_metric_epoch}")
     print(f"model written to {Path(workflow.parser.get_parsed_content('ckpt_dir')) / 'model.pt'}")
@@ -176,6 +175,7 @@ def prepare_data(
     thickness_range: tuple[float, float] = (0.0, 0.0),
     csf: bool = False,
     tissue: str = "probability",
+    partial_volume: int = 1,
 ) -> str:
     """Write the offline ICBM152 brain-tissue dataset in the MSD layout (see se_monai.data).
 
@@ -186,15 +186,17 @@ def prepare_data(
         generator: "template" (the template deformed and recontrasted), "synthseg" (se_monai.data.synth: random
             contrasts, resolutions and sizes 0.6-1.5, with a head around some of the brains) or "mixed" (the two in
             turn; the shipped model's data with ``--num_subjects 24 --t1_prob 1``).
-        t1_prob, strip_prob, thickness_range: with "synthseg" or "mixed", the fraction of SynthSeg-style subjects in
-            T1 contrast order (CSF < grey < white matter; else any contrast), the fraction skull-stripped (others: a
-            head), and e.g. ``"(-1,2)"``: voxels white matter grows into grey matter (<0: back).
+        t1_prob, strip_prob, thickness_range, partial_volume: with "synthseg" or "mixed", the fraction of SynthSeg-style
+            subjects in T1 contrast order (CSF < grey < white matter; else any contrast), the fraction skull-stripped
+            (others: a head), e.g. ``"(-1,2)"``: voxels white matter grows into grey matter (<0: back), and e.g. 2:
+            label maps painted at half the voxel size and averaged back (partial volume; 1: painted per voxel).
         csf: label CSF as class 3 (other 0, grey matter 1, white matter 2 keep their values).
         tissue: "probability" (tissue classes of the template's probability maps) or "intensity" (following its T1's
             intensities: a thinner cortex, se_monai.data.intensity_tissue_maps).
     """
-    if int(num_subjects) < 1:
-        raise InputError(f"{output_dir}: --num_subjects must be at least 1, got {num_subjects}")
+    for name, value in (("num_subjects", num_subjects), ("partial_volume", partial_volume)):
+        if int(value) < 1:
+            raise InputError(f"{output_dir}: --{name} must be at least 1, got {value}")
     for name, value, choices in (("generator", generator, GENERATORS), ("tissue", tissue, TISSUE_SOURCES)):
         if value not in choices:
             raise InputError(f"--{name} {value}: expected one of {', '.join(choices)}")
@@ -205,7 +207,7 @@ def prepare_data(
     if len(thickness) != 2 or thickness[0] > thickness[1]:
         raise InputError(f"--thickness_range {thickness_range}: expected two numbers (low, high), low <= high")
     synthseg = {"t1_prob": t1_prob, "strip_prob": strip_prob, "thickness_range": thickness}
-    subjects = training_subjects(generator, bool(csf), tissue, **synthseg)
+    subjects = training_subjects(generator, bool(csf), tissue, partial_volume=int(partial_volume), **synthseg)
     path = prepare_brain_tissue_dataset(output_dir, num_subjects=num_subjects, seed=seed, subjects=subjects)
     print(f"dataset written: {path}")
     return str(path)
@@ -357,8 +359,6 @@ def experiment(
 ) -> str:
     """Run an experiment config (configs/scale_generalisation.json): train and test every arm, size and seed.
 
-    Finished runs are kept and skipped, so the same command resumes an interrupted experiment.
-
     Args:
         config: the experiment's JSON file.
         output_dir: replaces the config's ``output_dir`` (runs, results.csv/json, plots).
@@ -367,7 +367,7 @@ def experiment(
         progress: the progress bar on stderr (default: when stderr is a terminal); --noprogress hides it.
 
     Returns:
-        The output folder.
+        The output folder. Finished runs are kept and skipped, so the same command resumes an interrupted experiment.
     """
     try:
         settings = runner.load_config(config, output_dir=output_dir, dataset_dir=dataset_dir)
@@ -423,8 +423,7 @@ def export_onnx(
 ) -> str:
     """Export the bundle's network with its trained weights to ONNX (dynamic batch and sizes).
 
-    The graph takes ``image`` (B, 1, D, H, W) and returns ``logits`` (B, 3, D, H, W); D, H, W multiples of 8 when
-    dynamic.
+    The graph maps ``image`` (B, 1, D, H, W) to ``logits`` (B, K, D, H, W), K classes (D, H, W multiples of 8).
 
     Args:
         output: the .onnx file to write (an existing file is replaced only after a successful export).

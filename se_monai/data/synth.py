@@ -6,9 +6,9 @@ The template's tissue maps and a head around them (:func:`se_monai.data.head_she
 that map (elastic, rotation, isotropic rescaling over a wide range, nearest-neighbour), draws an intensity mean and
 spread for every structure (so every contrast is seen, T1, T2 and others), then blurs with a random per-axis width
 (slice thickness), simulates a lower acquisition resolution, multiplies a smooth bias field, applies a gamma, adds
-noise and rescales to 0..1: all MONAI transforms except the per-structure intensities
-(:class:`RandLabelIntensityd`). The segmentation target keeps grey and white matter and calls everything else
-"other" (``data.LABELS``).
+noise and rescales to 0..1: all MONAI transforms except the per-structure intensities (:mod:`se_monai.data.painting`:
+per voxel, or with partial volume on a finer grid). The segmentation target keeps grey and white matter and calls
+everything else "other" (``data.LABELS``), or CSF class 3 (``data.CSF_LABELS``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from monai.config import KeysCollection
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
+from se_monai.data.painting import RandLabelIntensityd, RandPartialVolumeIntensityd
 from se_monai.data.template import (
     CSF_LABELS,
     HEAD_PAD,
@@ -40,6 +41,7 @@ __all__ = [
     "T1_ORDER",
     "structure_labels",
     "RandLabelIntensityd",
+    "RandPartialVolumeIntensityd",
     "RandSkullStripd",
     "RandCorticalThicknessd",
     "synthseg_transform",
@@ -77,72 +79,6 @@ def structure_labels(gm: np.ndarray, wm: np.ndarray, t1: np.ndarray) -> np.ndarr
     labels[inside & (tissue == 1)] = 2
     labels[inside & (tissue == 2)] = 3
     return labels
-
-
-class RandLabelIntensityd(mt.RandomizableTransform, mt.MapTransform):
-    """Paints an image from a label map: every label value gets its own random mean intensity and spread (a Gaussian
-    per structure, as SynthSeg's generative model; Billot et al. 2023, Sec. 3.1).
-
-    Args:
-        keys: the label key, ``(1, D, H, W)`` integer values ``0..num_labels - 1``.
-        image_key: where to write the ``(1, D, H, W)`` float32 image.
-        num_labels: number of label values.
-        mean_range: range of the uniform draw of each label's mean intensity.
-        std_range: range of the uniform draw of each label's standard deviation.
-        background_max: label 0 (air) draws its mean from ``[mean_range[0], background_max]``, dark as in scans.
-        prob: probability of painting with random intensities; otherwise the label values scaled to 0..1.
-        ordered: label values whose means are sorted ascending with probability ``order_prob`` (e.g. CSF < grey <
-            white matter, the order of T1-weighted contrast); the other draws keep every contrast possible.
-        order_prob: probability of that ordering.
-        tied: ``{label: other label}``: labels of one tissue drawn in two places (the CSF inside the brain's hull and
-            in the shell around it) take the other label's mean and spread.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        image_key: str,
-        num_labels: int,
-        mean_range: tuple[float, float] = (0.0, 1.0),
-        std_range: tuple[float, float] = (0.0, 0.08),
-        background_max: float = 0.1,
-        prob: float = 1.0,
-        ordered: tuple[int, ...] = (),
-        order_prob: float = 0.0,
-        tied: Mapping[int, int] | None = None,
-    ) -> None:
-        mt.RandomizableTransform.__init__(self, prob)
-        mt.MapTransform.__init__(self, keys)
-        self.image_key, self.num_labels = image_key, int(num_labels)
-        self.mean_range, self.std_range, self.background_max = mean_range, std_range, background_max
-        self.ordered, self.order_prob = list(ordered), float(order_prob)
-        self.tied = dict(tied or {})
-        self.means = self.stds = np.zeros(self.num_labels)
-
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        self.means = self.R.uniform(*self.mean_range, self.num_labels)
-        self.means[0] = self.R.uniform(self.mean_range[0], self.background_max)
-        self.stds = self.R.uniform(*self.std_range, self.num_labels)
-        # no draw without an ordering to choose: the random stream (and the data) stay as without ``ordered``
-        if self.ordered and self.order_prob > 0 and self.R.uniform() < self.order_prob:
-            self.means[self.ordered] = np.sort(self.means[self.ordered])
-        for label, same in self.tied.items():
-            self.means[label], self.stds[label] = self.means[same], self.stds[same]
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize()
-        for key in self.key_iterator(d):
-            labels = torch.as_tensor(d[key]).long().clamp(0, self.num_labels - 1)
-            if not self._do_transform:
-                d[self.image_key] = labels.float() / max(1, self.num_labels - 1)
-                continue
-            means = torch.as_tensor(self.means, dtype=torch.float32)[labels]
-            stds = torch.as_tensor(self.stds, dtype=torch.float32)[labels]
-            noise = torch.as_tensor(self.R.standard_normal(labels.shape), dtype=torch.float32)
-            d[self.image_key] = means + stds * noise
-        return d
 
 
 class _RandDepthd(mt.RandomizableTransform, mt.MapTransform):
@@ -243,6 +179,7 @@ def synthseg_transform(
     strip_prob: float = 0.5,
     thickness_range: tuple[float, float] = (0.0, 0.0),
     csf: bool = False,
+    partial_volume: int = 1,
 ) -> mt.Compose:
     """One synthetic subject from ``{"label": (1, D, H, W)}`` structure labels (:func:`structure_labels`):
     ``{"image": (1, D, H, W) float32 in 0..1, "label": (1, D, H, W) segmentation classes 0 other, 1 GM, 2 WM}``.
@@ -254,22 +191,39 @@ def synthseg_transform(
     ``thickness_range`` other than ``(0, 0)`` first moves the grey/white boundary by a random depth in it (voxels of
     the template, :class:`RandCorticalThicknessd`); with ``(0, 0)`` the subjects are those of earlier versions.
     With ``csf`` the CSF inside the brain's hull and in the shell around it is class 3
-    (:data:`se_monai.data.CSF_LABELS`), else "other". Deterministic for a given ``seed``.
+    (:data:`se_monai.data.CSF_LABELS`), else "other". ``partial_volume`` > 1: the label map is moved as structure
+    fractions (one-hot, trilinear), sampled ``partial_volume`` times finer along each axis and painted there, and the
+    image averaged back to the voxel (:class:`RandPartialVolumeIntensityd`: boundary voxels mix their tissues'
+    intensities, labels are the structure filling most of the voxel); 1: the map is moved nearest-neighbour and
+    painted at the voxel, the subjects of earlier versions. Deterministic for a given ``seed``.
     """
     thickness = [RandCorticalThicknessd("label", depth_range=thickness_range)] if any(thickness_range) else []
+    strip = RandSkullStripd(keys="label", mask_key="mask", prob=strip_prob)
+    painting = {
+        "keys": "label",
+        "image_key": "image",
+        "num_labels": len(STRUCTURES),
+        "ordered": T1_ORDER,
+        "order_prob": t1_prob,
+        "tied": {STRUCTURES.index("csf shell"): STRUCTURES.index("csf")} if csf else None,
+    }
+    if int(partial_volume) > 1:  # stripped after painting: the mask's boundary voxels keep their partial volume
+        painted = [
+            mt.AsDiscreted(keys="label", to_onehot=len(STRUCTURES)),
+            *random_geometry("label", scale_range, (40, 100), 0.15, ("bilinear", "trilinear")),
+            RandPartialVolumeIntensityd(factor=int(partial_volume), **painting),
+            strip,
+        ]
+    else:
+        painted = [
+            *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
+            strip,
+            RandLabelIntensityd(**painting),
+        ]
     composed = mt.Compose(
         [
             *thickness,
-            *random_geometry("label", scale_range, (40, 100), 0.15, ("nearest", "nearest")),
-            RandSkullStripd(keys="label", mask_key="mask", prob=strip_prob),
-            RandLabelIntensityd(
-                keys="label",
-                image_key="image",
-                num_labels=len(STRUCTURES),
-                ordered=T1_ORDER,
-                order_prob=t1_prob,
-                tied={STRUCTURES.index("csf shell"): STRUCTURES.index("csf")} if csf else None,
-            ),
+            *painted,
             mt.RandGaussianSmoothd(keys="image", prob=1.0, sigma_x=(0.3, 2.0), sigma_y=(0.3, 2.0), sigma_z=(0.3, 2.0)),
             mt.RandSimulateLowResolutiond(keys="image", prob=0.5, zoom_range=(0.5, 1.0)),
             mt.RandBiasFieldd(keys="image", prob=1.0, coeff_range=(0.1, 0.4), degree=3),
@@ -294,8 +248,9 @@ class SynthSegSubjects:
     structure label map (made once) through :func:`synthseg_transform` with each subject's seed.
 
     Returns per call ``(image float32, labels uint8, affine)`` on the template's grid padded by
-    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob``, ``thickness_range`` and
-    ``csf`` as in :func:`synthseg_transform`; ``tissue`` as in :func:`se_monai.data.load_icbm152`.
+    :data:`se_monai.data.HEAD_PAD` (1 mm). ``scale_range``, ``t1_prob``, ``strip_prob``, ``thickness_range``,
+    ``csf`` and ``partial_volume`` as in :func:`synthseg_transform`; ``tissue`` as in
+    :func:`se_monai.data.load_icbm152`.
     """
 
     description = (
@@ -312,6 +267,7 @@ class SynthSegSubjects:
         thickness_range: tuple[float, float] = (0.0, 0.0),
         csf: bool = False,
         tissue: str = "probability",
+        partial_volume: int = 1,
     ) -> None:
         t1, gm, wm, affine = load_icbm152(tissue)
         self.labels = torch.from_numpy(structure_labels(gm, wm, t1))[None]
@@ -320,9 +276,11 @@ class SynthSegSubjects:
         self.scale_range, self.t1_prob, self.strip_prob = scale_range, float(t1_prob), float(strip_prob)
         self.thickness_range = tuple(float(v) for v in thickness_range)
         self.csf, self.class_names, self.tissue = bool(csf), CSF_LABELS if csf else LABELS, tissue
+        self.partial_volume = int(partial_volume)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         settings = (self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range, self.csf)
+        settings = (*settings, self.partial_volume)
         transform = synthseg_transform(*settings)
         out = transform({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
