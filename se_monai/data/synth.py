@@ -279,9 +279,9 @@ class SynthSegSubjects:
         self.partial_volume = int(partial_volume)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        settings = (self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range, self.csf)
-        settings = (*settings, self.partial_volume)
-        transform = synthseg_transform(*settings)
+        transform = synthseg_transform(
+            self.scale_range, seed, self.t1_prob, self.strip_prob, self.thickness_range, self.csf, self.partial_volume
+        )
         out = transform({"label": self.labels})
         image = np.asarray(out["image"])[0].astype(np.float32)
         return image, np.asarray(out["label"])[0].astype(np.uint8), self.affine
