@@ -1,10 +1,9 @@
 """How far intensity alone can go on S1: the best cortical-ribbon and white-surface Dice of global T1 thresholds,
-chosen with S1's own truth (an oracle, so a ceiling, not a method). Inside S1's cerebrum (the T1 masked by its pial
-surfaces dilated by 2 mm) a voxel is white matter above one threshold and grey matter between two; every threshold
-on a 1-unit grid of the T1's scale (FreeSurfer's normalisation: white matter 110) is tried. A tissue classifier that
-labels each voxel by its intensity, as ANTs Atropos does (with an MRF smoothing), cannot pass these Dice except by
-luck of its smoothing; a network can only by using the anatomy around the voxel, e.g. to call deep grey matter and
-ventricles, which S1's white-surface interior holds, white matter.
+chosen with S1's own truth (an oracle, so a ceiling of per-voxel thresholds, not a method). Inside S1's cerebrum (the
+T1 masked by its pial surfaces dilated by 2 mm) a voxel is white matter above one threshold and grey matter between
+two; every threshold on a 1-unit grid of the T1's scale (FreeSurfer's normalisation: white matter 110) is tried. A
+classifier that looks at its neighbours can pass it: ANTs Atropos by its MRF smoothing, a network by the anatomy
+around the voxel (e.g. deep grey matter and ventricles, which S1's white-surface interior holds, called white matter).
 
 Run after `make real-brains` (which voxelises S1's surfaces; a few seconds):
 

@@ -20,9 +20,11 @@ And one individual brain in its own (native) space, from the pycortex sdist on P
 its example database (``filestore/db/S1``), a FreeSurfer-processed adult T1 (``anatomicals/raw.nii.gz``, 256^3, 1 mm,
 skull on, FreeSurfer's intensity normalisation: white matter 110) with its pial and white-matter surfaces
 (``surfaces/pia_*.gii``, ``wm_*.gii``, in the T1's scanner coordinates). The surfaces are voxelised onto the T1's grid
-(trimesh, half-voxel pitch: the fraction of each voxel inside each surface): the cortical ribbon (inside pial, outside
-white) and the white-surface interior are its atlas labels, and the T1 masked to the pial surfaces dilated by 2 mm is
-its skull-stripped cerebrum (no cerebellum or brainstem: the surfaces cover the cerebrum only).
+(trimesh, 64 samples per voxel: the fraction of each voxel inside each surface, checked against the meshes'
+volumes): voxels at least half inside the pial surface and less than half inside the white surface are its cortical
+ribbon, voxels at least half inside the white surface its white-surface interior, and the T1 masked to the pial
+surfaces dilated by 2 mm is its skull-stripped cerebrum (no cerebellum or brainstem: the surfaces cover the cerebrum
+only).
 
 Beside each model, on the same inputs, a classical tissue classifier: ANTs Atropos (antspyx, the study extra; never
 a dependency of se-monai), ``atropos(a=image, m="[0.2,1x1x1]", c="[5,0]", i="kmeans[3]", x=mask)`` with the non-zero
@@ -100,9 +102,17 @@ def _within(volumes: dict[str, float], norms: str) -> str:
     return "yes" if all(low <= values[k] <= high for k, (low, high) in NORMS[norms].items()) else "no"
 
 
-def _surface_fractions(db: Path, image: nib.Nifti1Image, surface: str) -> tuple[np.ndarray, float]:
-    """The fraction of each voxel of ``image``'s grid inside a closed surface of S1 (both hemispheres; trimesh's
-    voxelisation at half the voxel pitch, 8 samples per voxel) and the volume it encloses (mL, from the meshes)."""
+#: Samples per voxel along each axis when S1's surfaces are voxelised (4: 64 per voxel, a 0.25 mm pitch on S1's T1).
+SAMPLES = 4
+
+
+def _surface_fractions(db: Path, image: nib.Nifti1Image, surface: str) -> tuple[np.ndarray, float, float]:
+    """The fraction of each voxel of ``image``'s grid inside a closed surface of S1 (both hemispheres), the volume the
+    meshes enclose (mL) and the fractions' volume (mL). Each voxel is sampled on a :data:`SAMPLES`-cubed grid
+    centred on it (offsets (k + 0.5) / SAMPLES - 0.5 voxels); a sample counts 1 inside the surface and 1/2 in a cell
+    the surface crosses (trimesh's voxelisation marks those cells whichever side of the surface their centres lie).
+    The fractions must add up to the meshes' volume within 1 %, or the study stops: a voxelisation that grows or
+    shifts the surfaces would move every Dice scored against them."""
     import trimesh  # the study's own dependency (pip install 'se-monai[study]')
 
     world_to_voxel = np.linalg.inv(image.affine)
@@ -112,29 +122,42 @@ def _surface_fractions(db: Path, image: nib.Nifti1Image, surface: str) -> tuple[
         vertices, faces = gifti.darrays[0].data.astype(np.float64), gifti.darrays[1].data
         volume += abs(trimesh.Trimesh(vertices, faces, process=False).volume) / 1000.0
         voxels = nib.affines.apply_affine(world_to_voxel, vertices)
-        filled = trimesh.Trimesh(voxels * 2.0, faces, process=False).voxelized(pitch=1.0).fill()
-        half = filled.sparse_indices + np.round(filled.translation).astype(int)  # in half voxels
-        np.add.at(fraction, tuple(((half + 1) // 2).T), 1.0 / 8.0)
-    return np.clip(fraction, 0.0, 1.0), volume
+        # sample k of voxel v lies at SAMPLES * v + k on this grid
+        crossed = trimesh.Trimesh(voxels * SAMPLES + (SAMPLES - 1) / 2, faces, process=False).voxelized(pitch=1.0)
+        inside = ndimage.binary_fill_holes(crossed.matrix)
+        weight = np.where(crossed.matrix, 0.5, 1.0)[inside] / SAMPLES**3
+        samples = np.argwhere(inside) + np.round(crossed.translation).astype(int)
+        np.add.at(fraction, tuple((samples // SAMPLES).T), weight)
+    voxelised = float(fraction.sum()) * abs(np.linalg.det(image.affine[:3, :3])) / 1000.0
+    if abs(voxelised - volume) > 0.01 * volume:
+        raise SystemExit(f"{surface} surfaces: voxelised {voxelised:.1f} mL, meshes {volume:.1f} mL")
+    return np.clip(fraction, 0.0, 1.0), volume, voxelised
 
 
 def _s1_cerebrum(db: Path) -> dict[str, float]:
     """Write S1's skull-stripped cerebrum (the T1 inside its pial surfaces dilated by 2 mm) and its atlas (1 cortical
     ribbon, 2 inside the white surface; voxels at least half inside) beside the T1, once; returns the surfaces'
-    volumes (mL)."""
+    volumes (mL), from the meshes and voxelised."""
     cached = db / "S1_surfaces.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    if cached.is_file():  # written by this voxelisation (an older one left no sample count)
+        volumes = json.loads(cached.read_text())
+        if volumes.pop("samples per voxel", None) == SAMPLES**3 and "inside white surface, voxelised" in volumes:
+            return volumes
     image = nib.load(str(db / "anatomicals" / "raw.nii.gz"))
-    pial, pial_ml = _surface_fractions(db, image, "pia")
-    white, white_ml = _surface_fractions(db, image, "wm")
+    pial, pial_ml, pial_voxelised = _surface_fractions(db, image, "pia")
+    white, white_ml, white_voxelised = _surface_fractions(db, image, "wm")
     atlas = np.where(white >= 0.5, 2, np.where(pial >= 0.5, 1, 0)).astype(np.uint8)
     brain = ndimage.binary_dilation(pial > 0, iterations=2)
     t1 = np.asarray(image.dataobj, dtype=np.float32)
     nib.save(nib.Nifti1Image(np.where(brain, t1, 0).astype(np.float32), image.affine), str(db / "S1_cerebrum.nii.gz"))
     nib.save(nib.Nifti1Image(atlas, image.affine), str(db / "S1_atlas.nii.gz"))
-    volumes = {"cortical ribbon": pial_ml - white_ml, "inside white surface": white_ml}
-    cached.write_text(json.dumps(volumes, indent=2) + "\n")
+    volumes = {
+        "cortical ribbon": pial_ml - white_ml,
+        "inside white surface": white_ml,
+        "cortical ribbon, voxelised": pial_voxelised - white_voxelised,
+        "inside white surface, voxelised": white_voxelised,
+    }
+    cached.write_text(json.dumps({**volumes, "samples per voxel": SAMPLES**3}, indent=2) + "\n")
     return volumes
 
 
