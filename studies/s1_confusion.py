@@ -34,7 +34,7 @@ def main(*labels: str, atropos: bool = False, pycortex: str = PYCORTEX) -> None:
     voxel_ml = abs(np.linalg.det(cerebrum.affine[:3, :3])) / 1000.0
     print("| method | class | " + " | ".join(f"{r} (mL)" for r in REGIONS.values()) + " | total (mL) |")
     print("| --- | --- |" + " --- |" * (len(REGIONS) + 1))
-    methods = {Path(p).name.split(".")[0]: np.asarray(nib.load(p).dataobj) for p in labels}
+    methods = {Path(p).name.removesuffix(".gz").removesuffix(".nii"): np.asarray(nib.load(p).dataobj) for p in labels}
     if atropos:
         methods["ANTs Atropos"] = atropos_labels(Path(pycortex) / "S1_cerebrum.nii.gz")
     for name, found in methods.items():
