@@ -15,12 +15,7 @@ from __future__ import annotations
 import fire
 import nibabel as nib
 import numpy as np
-
-PYCORTEX = "data/pycortex/pycortex-1.4.0/filestore/db/S1"
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+from real_brains_study import PYCORTEX, _dice
 
 
 def _at_or_above(counts: np.ndarray) -> np.ndarray:

@@ -141,7 +141,7 @@ def _s1_cerebrum(db: Path) -> dict[str, float]:
     cached = db / "S1_surfaces.json"
     if cached.is_file():  # written by this voxelisation (an older one left no sample count)
         volumes = json.loads(cached.read_text())
-        if volumes.pop("samples per voxel", None) == SAMPLES**3 and "inside white surface, voxelised" in volumes:
+        if volumes.pop("samples per voxel", None) == SAMPLES**3:
             return volumes
     image = nib.load(str(db / "anatomicals" / "raw.nii.gz"))
     pial, pial_ml, pial_voxelised = _surface_fractions(db, image, "pia")

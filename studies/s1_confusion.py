@@ -16,13 +16,9 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from real_brains_study import NAMES, PYCORTEX, atropos_labels
+from real_brains_study import NAMES, PYCORTEX, _dice, atropos_labels
 
 REGIONS = {0: "outside pial", 1: "ribbon", 2: "inside white"}
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
 def main(*labels: str, atropos: bool = False, pycortex: str = PYCORTEX) -> None:
@@ -37,14 +33,13 @@ def main(*labels: str, atropos: bool = False, pycortex: str = PYCORTEX) -> None:
     methods = {Path(p).name.removesuffix(".gz").removesuffix(".nii"): np.asarray(nib.load(p).dataobj) for p in labels}
     if atropos:
         methods["ANTs Atropos"] = atropos_labels(Path(pycortex) / "S1_cerebrum.nii.gz")
+    methods = {name: np.where(inside, found, 0) for name, found in methods.items()}
     for name, found in methods.items():
-        found = np.where(inside, found, 0)
         for value, tissue in NAMES.items():
             volumes = [((found == int(value)) & (atlas == region)).sum() * voxel_ml for region in REGIONS]
             print(f"| {name} | {tissue} | " + " | ".join(f"{v:.0f}" for v in volumes) + f" | {sum(volumes):.0f} |")
     print()
     for name, found in methods.items():
-        found = np.where(inside, found, 0)
         ribbon, white = _dice(found == 1, atlas == 1), _dice(found == 2, atlas == 2)
         print(f"{name}: ribbon Dice {ribbon:.3f}, white Dice {white:.3f}")
 
