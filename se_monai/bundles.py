@@ -86,10 +86,10 @@ def _update_configs(root: Path, dataset_dir: Path, dataset: dict[str, Any], valu
         config.update(in_channels=channels, num_classes=classes, dataset_dir=str(dataset_dir), pixdim=values["pixdim"])
         if name == "train.json":
             config["patch_size"] = values["patch_size"]
-        else:  # the classes' names; the shipped model's plausible volumes, brain size, magnification and brain
-            # extraction do not apply
+        else:  # the classes' names; the shipped model's plausible volumes, brain size, magnification, brain
+            # extraction and brain-tissue intensity refinement do not apply
             config.update(class_names=dict(dataset["labels"]), plausibility={}, min_relative_size=0.0)
-            config.update(magnification=1.0, brain_extraction="never")
+            config.update(magnification=1.0, brain_extraction="never", intensity_refinement=False)
         parent = config
         for key in transforms[:-1]:
             parent = parent[key]

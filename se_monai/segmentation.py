@@ -110,7 +110,8 @@ def segment_image(
         series: the DICOM series instance UID, for a folder with several series.
         statistics: a .json file to write per class (by the bundle's class names): voxels, volume in mL and mean
             input intensity (:func:`se_monai.io.sitk.label_statistics`), written after the labels.
-        probabilities: a file to write the softmax probabilities to, one channel per class on the input's grid,
+        probabilities: a file to write the class probabilities to (softmax, refined by the bundle's
+            :class:`se_monai.transforms.MixtureRefinementd` if it has one), one channel per class on the input's grid,
             class 0 completed to one outside the segmented region (:func:`se_monai.inferers.complete_background`):
             an image (same suffixes as ``output``; float32, a 4-D NIfTI ``(X, Y, Z, C)`` or a vector NRRD/MetaImage)
             or a .npz archive (``probabilities`` ``(C, X, Y, Z)`` in ``probabilities_dtype``, the RAS ``affine``).

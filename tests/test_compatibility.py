@@ -62,6 +62,7 @@ def test_a_bundle_made_with_0_3_4_segments_as_the_shipped_one(tmp_path):
     inference = shipped / "configs" / "inference.json"
     old_classes = json.loads((OLD / "configs" / "inference.json").read_text())["class_names"]
     settings = {"magnification": 1.0, "num_classes": len(old_classes), "class_names": old_classes}
+    settings["intensity_refinement"] = False  # 0.3.4 had no intensity refinement either
     inference.write_text(json.dumps({**json.loads(inference.read_text()), **settings}))
     crops = write_crops(tmp_path / "Task01" / "imagesTs")
     labels = {}

@@ -63,6 +63,7 @@ def test_train_a_new_bundle_then_segment_evaluate_and_run_it(tmp_path, modalitie
     # (inference.json) the brain-size rule and the inference magnification are the shipped model's only
     assert config["min_relative_size"] == 0.0 and config["magnification"] == 1.0
     assert config["brain_extraction"] == "never"  # the shipped model's head handling is not theirs
+    assert config["intensity_refinement"] is False  # nor its brain-tissue intensity model
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     image, pred = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == len(modalities) and list(image["channel_def"].values()) == modalities

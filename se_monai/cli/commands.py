@@ -80,7 +80,7 @@ def segment(
         series: the series instance UID to segment from a folder with several DICOM series.
         statistics: per-class voxels, volume (mL) and mean input intensity to this .json file (folders: a flag,
             ``<name>_statistics.json``).
-        probabilities: softmax probabilities, one channel per class, to this image file (folders: a flag,
+        probabilities: class probabilities (refined softmax), a channel per class, to this image file (folders: a flag,
             ``<name>_prob<output_ext>``).
         probabilities_dtype: float32 or float16.
         tta: mirroring test-time augmentation: --tta over the bundle's axes (shipped: all three, 8 passes, about

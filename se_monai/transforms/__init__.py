@@ -4,6 +4,8 @@
   the training data resampled finer, images made coarser low-pass filtered first;
 - :class:`BrainExtractiond` (:mod:`se_monai.transforms.brain_extraction`): the brain of a T1-weighted head found by
   deepbet, everything else set to 0, before a model trained on skull-stripped brains;
+- :class:`MixtureRefinementd` and :func:`refine_by_mixture` (:mod:`se_monai.transforms.mixture`): the network's
+  tissue probabilities refined by a Gaussian mixture of the image's own intensities (EM, the probabilities as priors);
 - :class:`CheckPlausibilityd` and the class volumes it checks (:mod:`se_monai.transforms.plausibility`);
 - :func:`acquired_voxels`: ``MaskIntensityd``'s ``select_fn`` for the voxels an input acquired.
 
@@ -12,6 +14,7 @@ The SynthSeg-style generator's transforms are with the generator (:mod:`se_monai
 
 from se_monai.data.datalists import acquired_voxels
 from se_monai.transforms.brain_extraction import BRAIN_EXTRACTION_MODES, BrainExtractiond
+from se_monai.transforms.mixture import MixtureRefinementd, refine_by_mixture
 from se_monai.transforms.plausibility import (
     ACTIONS,
     CheckPlausibilityd,
@@ -27,6 +30,8 @@ __all__ = [
     "MAX_FACE_FRACTION",
     "BrainExtractiond",
     "BRAIN_EXTRACTION_MODES",
+    "MixtureRefinementd",
+    "refine_by_mixture",
     "CheckPlausibilityd",
     "ImplausibleSegmentation",
     "ACTIONS",

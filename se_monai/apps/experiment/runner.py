@@ -190,6 +190,7 @@ def predict(output_dir: str | os.PathLike, run: str, image: str | os.PathLike) -
             "network_def": config["arms"][arm]["network_def"],
             "handlers#0#load_path": str(checkpoint),
             "inferer#progress": False,
+            "intensity_refinement": False,  # the networks compared, not the shipped brain-tissue refinement
         }
         run_bundle(["inference.json"], bundle_dir=bundle_dir, workflow_type="infer", quiet=True, **overrides)
         (written,) = [p for p in Path(staging).iterdir() if is_nifti(p)]
