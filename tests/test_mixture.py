@@ -44,8 +44,9 @@ def _accuracy(probabilities: torch.Tensor, truth: np.ndarray) -> float:
 def test_the_refinement_is_a_fixed_point_of_the_em_and_recovers_the_mixture():
     image, probs, truth = _phantom()
     out = refine_by_mixture(probs, image, (1, 2, 3), smoothing=float("inf"), iterations=200)
-    x, tissue = image[0], probs[1:].sum(0) * (image[0] != 0)
-    weights = out[1:] * (image[0] != 0)
+    inside = (image[0] != 0) & (probs.argmax(0) > 0)  # refined: the voxels the network labels tissue
+    x, tissue = image[0], probs[1:].sum(0) * inside
+    weights = out[1:] * inside
     means = (weights * x).flatten(1).sum(1) / weights.flatten(1).sum(1)
     variance = float((weights * (x - means[:, None, None, None]) ** 2).sum() / weights.sum())
     # the mixture's parameters: the true class means and noise (within what 27 000 noisy voxels allow)
@@ -54,10 +55,9 @@ def test_the_refinement_is_a_fixed_point_of_the_em_and_recovers_the_mixture():
     # the E-step of the converged parameters gives the output back
     prior = probs[1:] / probs[1:].sum(0)
     expected = torch.softmax(prior.clamp_min(1e-6).log() - (x - means[:, None, None, None]) ** 2 / (2 * variance), 0)
-    inside = image[0] != 0
     np.testing.assert_allclose(out[1:, inside].numpy(), (tissue * expected)[:, inside].numpy(), atol=2e-3)
     # the misplaced boundary is corrected by the intensities
-    assert _accuracy(probs, truth) < 0.8 < 0.99 < _accuracy(out, truth)
+    assert _accuracy(probs, truth) < 0.8 < 0.97 < _accuracy(out, truth)  # the rest: "other" at the outer edge
 
 
 def test_other_classes_and_the_voxels_outside_the_image_keep_their_probabilities():
@@ -67,6 +67,10 @@ def test_other_classes_and_the_voxels_outside_the_image_keep_their_probabilities
     out = refine_by_mixture(probs, image, (1, 2, 3))
     assert torch.equal(out[0], probs[0])
     assert torch.equal(out[:, truth == 0], probs[:, truth == 0])
+    undecided = torch.tensor([0.4, 0.3, 0.3, 0.0])  # "other" most probable, tissue more probable in all
+    probs[:, 24, 24, 24], probs[:, 24, 24, 5] = undecided, undecided  # (in the white and the grey matter)
+    out = refine_by_mixture(probs, image, (1, 2, 3))
+    assert torch.equal(out[:, 24, 24, 24], undecided) and torch.equal(out[:, 24, 24, 5], undecided)  # the network's
     np.testing.assert_allclose(out.sum(0).numpy(), 1.0, atol=1e-5)
     nothing = torch.zeros_like(probs)
     nothing[0] = 1.0  # no tissue at all: nothing to fit

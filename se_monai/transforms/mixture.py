@@ -18,7 +18,8 @@ sum_k p_k(v)`` (the probability of tissue; classes not refined keep theirs):
   grey/white boundary to grey matter);
 - the output ``t(v) r_k(v)``: still probabilities (they sum to 1 with the classes not refined), on the same grid.
 
-Only voxels where the image is non-zero (:func:`se_monai.data.datalists.acquired_voxels`) take part and change.
+Only voxels where the image is non-zero (:func:`se_monai.data.datalists.acquired_voxels`) and the network's most
+probable class is a refined one take part and change: the network decides where tissue is, the mixture which tissue.
 EM climbs to the optimum nearest its start, the network's probabilities: where those put most of a class's weight on
 voxels of another tissue, the mixture stays wrong there. It models each class as one intensity (a T1's tissues); a
 bundle made for other data (``se-monai train``) has it off (``intensity_refinement`` false in ``inference.json``).
@@ -78,7 +79,8 @@ def refine_by_mixture(
         iterations: EM iterations.
 
     Returns:
-        ``(C, X, Y, Z)`` float32 probabilities, the input's where the image is 0 or no voxel is tissue.
+        ``(C, X, Y, Z)`` float32 probabilities, the input's where the image is 0 or the most probable class is not
+        refined.
 
     Raises:
         ValueError: fewer than two classes, a class index out of range, grids that differ, a non-positive
@@ -92,6 +94,8 @@ def refine_by_mixture(
         raise ValueError(f"refine_by_mixture: smoothing must be positive, got {smoothing}")
     out = probabilities.detach().float().clone()
     inside = acquired_voxels(torch.as_tensor(image))[0].to(out.device)
+    # the network decides where tissue is (its most probable class a refined one), the mixture which tissue it is
+    inside &= torch.isin(out.argmax(0), torch.tensor(list(classes), device=out.device))
     tissue = out[list(classes)].sum(0) * inside
     if float(tissue.sum()) < 1.0:
         return out
