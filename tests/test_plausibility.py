@@ -140,4 +140,7 @@ def test_shipped_model_segments_a_head_and_flags_an_inverted_contrast_and_a_part
         assert ("implausible segmentation" in done.stderr) == implausible, name
     labels = np.asarray(nib.load(str(tmp_path / "head_seg.nii.gz")).dataobj)
     brain = np.pad(t1 > 0, HEAD_PAD)
-    assert (labels[~brain] > 0).sum() / 1000 < 50  # mL of tissue outside the brain: the head is not segmented
+    # mL of grey and white matter outside the brain: the head is not segmented (CSF is: the template's skull-stripping
+    # mask leaves out the CSF around the brain, 172 mL measured with bundles 1.0.0 and 1.1.0)
+    assert np.isin(labels[~brain], (1, 2)).sum() / 1000 < 50
+    assert (labels[~brain] == 3).sum() / 1000 < 250
