@@ -92,18 +92,17 @@ def refine_by_mixture(
         raise ValueError(f"refine_by_mixture: probabilities {tuple(probabilities.shape)}, image {tuple(image.shape)}")
     if not smoothing > 0:
         raise ValueError(f"refine_by_mixture: smoothing must be positive, got {smoothing}")
-    out = probabilities.detach().float().clone()
-    inside = acquired_voxels(torch.as_tensor(image))[0].to(out.device)
+    out, image, index = probabilities.detach().float().clone(), torch.as_tensor(image), list(classes)
+    inside = acquired_voxels(image)[0].to(out.device)
     # the network decides where tissue is (its most probable class a refined one), the mixture which tissue it is
-    inside &= torch.isin(out.argmax(0), torch.tensor(list(classes), device=out.device))
-    tissue = out[list(classes)].sum(0) * inside
+    inside &= torch.isin(out.argmax(0), torch.tensor(index, device=out.device))
+    tissue = out[index].sum(0) * inside
     if float(tissue.sum()) < 1.0:
         return out
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in torch.nonzero(tissue).unbind(1))
-    refined = _em(
-        out[(list(classes), *box)], torch.as_tensor(image)[(0, *box)].to(out), tissue[box], smoothing, iterations
-    )
-    out[(list(classes), *box)] = torch.where(inside[box], refined, out[(list(classes), *box)])
+    kept = out[(index, *box)]
+    refined = _em(kept, image[(0, *box)].to(out), tissue[box], smoothing, iterations)
+    out[(index, *box)] = torch.where(inside[box], refined, kept)
     return out
 
 
