@@ -15,7 +15,8 @@ sum_k p_k(v)`` (the probability of tissue; classes not refined keep theirs):
 - M-step: ``mu_k(v)``, the mean of ``x`` weighted by ``t r_k`` under a Gaussian window of ``smoothing`` voxels (a
   class mean that may drift slowly across the image, as it does under an MRI bias field), and one variance ``s^2``
   shared by the classes (a narrow white-matter Gaussian would otherwise hand the partial-volume voxels of the
-  grey/white boundary to grey matter);
+  grey/white boundary to grey matter), except for classes given a variance ``s_k^2`` of their own (``N`` then uses
+  ``s_k``; CSF, whose intensities spread wider than the tissues');
 - the output ``t(v) r_k(v)``: still probabilities (they sum to 1 with the classes not refined), on the same grid.
 
 Only voxels where the image is non-zero (:func:`se_monai.data.datalists.acquired_voxels`) and the network's most
@@ -46,16 +47,36 @@ __all__ = ["MixtureRefinementd", "refine_by_mixture"]
 BLOCK = 6
 
 
-def _local_mean(weighted: torch.Tensor, weights: torch.Tensor, sigma: float) -> Any:
-    """``(K, X, Y, Z)`` means of ``weighted / weights`` under a Gaussian window of ``sigma`` voxels, computed on
-    blocks of :data:`BLOCK` voxels and brought back to the grid (trilinear): the window is tens of voxels wide, the
-    blocks keep it cheap."""
-    block = min(BLOCK, max(1, int(sigma)))
-    sums = F.avg_pool3d(torch.stack([weighted, weights], 1), block, ceil_mode=True)  # (K, 2, x, y, z)
-    sigma = [sigma / block] * 3
-    sums = GaussianFilter(3, sigma, truncated=3.0)(sums.flatten(0, 1)[:, None])[:, 0].unflatten(0, sums.shape[:2])
-    sums = F.interpolate(sums, size=weights.shape[1:], mode="trilinear", align_corners=False)
-    return sums[:, 0] / sums[:, 1].clamp_min(1e-6)
+class _LocalMean:
+    """Means of per-voxel values under a Gaussian window of ``sigma`` voxels, at ``(N, 3)`` voxel ``positions`` of a
+    grid: the sums are taken on blocks of :data:`BLOCK` voxels, smoothed there, and the means interpolated (trilinear,
+    from the blocks' centres) back to the positions; the window is tens of voxels wide, the blocks keep it cheap."""
+
+    def __init__(self, positions: torch.Tensor, sigma: float) -> None:
+        self.block = min(BLOCK, max(1, int(sigma)))
+        cells = torch.div(positions, self.block, rounding_mode="floor")
+        cells -= cells.min(0).values
+        self.shape = [int(n) + 1 for n in cells.max(0).values]
+        self.cell = self._linear(cells, self.shape)
+        within = positions - (positions.min(0).values // self.block) * self.block
+        self.voxel = self._linear(within, [n * self.block for n in self.shape])
+        self.smooth = GaussianFilter(3, [sigma / self.block] * 3, truncated=3.0)
+
+    @staticmethod
+    def _linear(index: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        return (index[:, 0] * shape[1] + index[:, 1]) * shape[2] + index[:, 2]
+
+    def __call__(self, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(K, N)`` means of ``(N,)`` ``values`` weighted by ``(K, N)`` ``weights``."""
+        k = weights.shape[0]
+        sums = weights.new_zeros(2 * k, math.prod(self.shape))
+        sums[:k].index_add_(1, self.cell, weights * values)
+        sums[k:].index_add_(1, self.cell, weights)
+        sums = self.smooth(sums.view(2 * k, 1, *self.shape))[:, 0]
+        means = sums[:k] / sums[k:].clamp_min(1e-6)
+        # align_corners False with an integer scale factor: block b's value lands on its centre voxel
+        means = F.interpolate(means[None], scale_factor=self.block, mode="trilinear", align_corners=False)[0]
+        return means.flatten(1).index_select(1, self.voxel)
 
 
 def refine_by_mixture(
@@ -64,6 +85,7 @@ def refine_by_mixture(
     classes: Sequence[int],
     smoothing: float = 48.0,
     iterations: int = 20,
+    separate_variance: Sequence[int] = (),
 ) -> torch.Tensor:
     """Refine ``probabilities`` of ``classes`` by an EM-fitted Gaussian mixture of ``image``'s intensities (module
     docstring).
@@ -77,17 +99,21 @@ def refine_by_mixture(
             class over the image. In voxels, not mm, so that a brain resampled to the template's size
             (:class:`se_monai.transforms.SizeAdaptiveSpacingd`) gets the same window, relative to its anatomy.
         iterations: EM iterations.
+        separate_variance: indices, among ``classes``, of the classes whose Gaussian has a variance of its own (the
+            shipped bundle's CSF, whose intensities spread wider than the tissues'); the others share one.
 
     Returns:
         ``(C, X, Y, Z)`` float32 probabilities, the input's where the image is 0 or the most probable class is not
         refined.
 
     Raises:
-        ValueError: fewer than two classes, a class index out of range, grids that differ, a non-positive
-            smoothing.
+        ValueError: fewer than two classes, a class index out of range, a class with a separate variance that is not
+            refined, grids that differ, a non-positive smoothing.
     """
     if len(set(classes)) < 2 or not all(0 <= k < probabilities.shape[0] for k in classes):
         raise ValueError(f"refine_by_mixture: needs two or more classes among {probabilities.shape[0]}, got {classes}")
+    if not set(separate_variance) <= set(classes):
+        raise ValueError(f"refine_by_mixture: separate_variance {separate_variance} not among the classes {classes}")
     if probabilities.shape[1:] != image.shape[1:]:
         raise ValueError(f"refine_by_mixture: probabilities {tuple(probabilities.shape)}, image {tuple(image.shape)}")
     if not smoothing > 0:
@@ -95,39 +121,49 @@ def refine_by_mixture(
     out, image, index = probabilities.detach().float().clone(), torch.as_tensor(image), list(classes)
     inside = acquired_voxels(image)[0].to(out.device)
     # the network decides where tissue is (its most probable class a refined one), the mixture which tissue it is
-    inside &= torch.isin(out.argmax(0), torch.tensor(index, device=out.device))
-    tissue = out[index].sum(0) * inside
-    if float(tissue.sum()) < 1.0:
+    others = [k for k in range(out.shape[0]) if k not in index]
+    if others:
+        inside &= out[index].amax(0) > out[others].amax(0)
+    voxels = out[:, inside]  # (C, N)
+    if float(voxels[index].sum()) < 1.0:
         return out
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in torch.nonzero(tissue).unbind(1))
-    kept = out[(index, *box)]
-    refined = _em(kept, image[(0, *box)].to(out), tissue[box], smoothing, iterations)
-    out[(index, *box)] = torch.where(inside[box], refined, kept)
+    positions = None if math.isinf(smoothing) else torch.nonzero(inside)
+    separate = torch.tensor([k in separate_variance for k in index])
+    voxels[index] = _em(voxels[index], image[0].to(out)[inside], positions, smoothing, iterations, separate)
+    out[:, inside] = voxels
     return out
 
 
 def _em(
     probabilities: torch.Tensor,
     x: torch.Tensor,
-    tissue: torch.Tensor,
+    positions: torch.Tensor | None,
     smoothing: float,
     iterations: int,
+    separate: torch.Tensor,
 ) -> torch.Tensor:
-    """The EM of :func:`refine_by_mixture` on ``(K, X, Y, Z)`` refined probabilities, ``(X, Y, Z)`` intensities and
-    tissue weights; stops early once the shared variance changes by less than 1e-4 of itself."""
-    prior = probabilities / probabilities.sum(0).clamp_min(1e-12)
+    """The EM of :func:`refine_by_mixture` on the ``(K, N)`` refined probabilities and ``(N,)`` intensities of the
+    voxels refined, at ``(N, 3)`` ``positions`` on the grid (None for one mean per class), ``(K,)`` ``separate`` True
+    for the classes with a variance of their own; stops early once no variance changes by more than 1e-4 of the
+    smallest."""
+    tissue = probabilities.sum(0)
+    prior = probabilities / tissue.clamp_min(1e-12)
     log_prior = prior.clamp_min(1e-6).log()
-    responsibility, variance = prior, torch.tensor(float("inf"))
+    local_mean = None if positions is None else _LocalMean(positions, smoothing)
+    responsibility, variance = prior, torch.full(separate.shape, float("inf"))
     for _ in range(iterations):
         weights = tissue * responsibility
-        if math.isinf(smoothing):
-            means = ((weights * x).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1e-6))[:, None, None, None]
+        if local_mean is None:
+            means = ((weights * x).sum(1) / weights.sum(1).clamp_min(1e-6))[:, None]
         else:
-            means = _local_mean(weights * x, weights, smoothing)
+            means = local_mean(x, weights)
         squared = (x - means).square_()
-        previous, variance = variance, ((weights * squared).sum() / weights.sum()).clamp_min(1e-12)
-        responsibility = torch.softmax(log_prior - squared / (2 * variance), 0)
-        if abs(float(variance - previous)) < 1e-4 * float(variance):
+        spread, mass = (weights * squared).sum(1), weights.sum(1).clamp_min(1e-12)
+        shared = spread[~separate].sum() / mass[~separate].sum().clamp_min(1e-12)
+        previous, variance = variance, torch.where(separate, spread / mass, shared).clamp_min(1e-12)
+        log_likelihood = -squared / (2 * variance[:, None]) - 0.5 * variance.log()[:, None]
+        responsibility = torch.softmax(log_prior + log_likelihood, 0)
+        if float((variance - previous).abs().max()) < 1e-4 * float(variance.min()):
             break
     return tissue * responsibility
 
@@ -145,6 +181,8 @@ class MixtureRefinementd(MapTransform):
         smoothing: sigma (voxels of the network's grid) of the window over which a class's mean intensity may vary
             (bias fields); the shipped bundle's 48 are 30 mm of a brain the network sees at 0.625 mm.
         iterations: EM iterations.
+        separate_variance: indices, among ``classes``, of the classes with a variance of their own (the shipped
+            bundle's CSF, 3); the others share one.
         allow_missing_keys: as MONAI's ``MapTransform``.
 
     Raises:
@@ -158,15 +196,19 @@ class MixtureRefinementd(MapTransform):
         classes: Sequence[int] = (1, 2, 3),
         smoothing: float = 48.0,
         iterations: int = 20,
+        separate_variance: Sequence[int] = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.classes = image_key, [int(k) for k in classes]
         self.smoothing, self.iterations = float(smoothing), int(iterations)
+        self.separate_variance = [int(k) for k in separate_variance]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            refined = refine_by_mixture(d[key], d[self.image_key], self.classes, self.smoothing, self.iterations)
+            refined = refine_by_mixture(
+                d[key], d[self.image_key], self.classes, self.smoothing, self.iterations, self.separate_variance
+            )
             d[key] = convert_to_dst_type(refined, d[key])[0]  # the MetaTensor's meta and applied operations kept
         return d
