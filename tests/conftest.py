@@ -44,6 +44,21 @@ def icbm_csf_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def icbm_t1_demo(tmp_path_factory):
+    """`se-monai demo` once per test session: the shipped bundle on the whole real ICBM152 T1 (30-40 s on 2 cores).
+    Its Dice scores, what it printed and the segmentation it wrote (``icbm152_t1_seg.nii.gz``)."""
+    import contextlib
+    import io
+
+    from se_monai.cli.commands import demo
+
+    folder, printed = tmp_path_factory.mktemp("demo"), io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        scores = demo(output_dir=str(folder))
+    return {"scores": scores, "printed": printed.getvalue(), "segmentation": folder / "icbm152_t1_seg.nii.gz"}
+
+
+@pytest.fixture(scope="session")
 def t1(tmp_path_factory):
     """The RAS crop of the real T1 as SimpleITK reads it, with an oblique direction and an origin of its own:
     geometry to keep."""

@@ -71,7 +71,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(icbm_cs
         icbm_csf_dataset,
         ckpt_dir=str(ckpt),
         output_dir=str(out),
-        epochs=2,
+        epochs=1,
         val_interval=1,
         bn_recalibration_batches=4,
         patch_size=[32, 32, 32],

@@ -80,7 +80,7 @@ def test_anti_aliasing_keeps_zeros_and_constants_and_leaves_labels_alone():
     assert float(smoothed["image"][inside].std()) < 0.7 * float(plain["image"][inside].std())  # noise averaged
 
 
-def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_path):
+def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_path, icbm_t1_demo):
     config = json.loads((SHIPPED_BUNDLE / "configs" / "inference.json").read_text())
     assert config["min_relative_size"] == 0.6 and config["reference_object_ml"] == pytest.approx(1886.5)
     source = nib.load(str(icbm152_paths()["t1"]))
@@ -91,7 +91,7 @@ def test_the_icbm_t1_as_a_small_brain_is_segmented_as_the_brain_at_its_size(tmp_
     affine[:3, :3] *= 0.45
     nib.save(nib.Nifti1Image(np.asarray(source.dataobj), affine), str(small))
     labels = np.asarray(nib.load(str(segment_image(small, tmp_path / "small_seg.nii.gz", progress=False))).dataobj)
-    at_size = segment_image(icbm152_paths()["t1"], tmp_path / "seg.nii.gz", progress=False)
+    at_size = icbm_t1_demo["segmentation"]  # the same T1 at its own size, segmented by `se-monai demo`
     # the same anatomy on two resampled grids (0.625 mm and 0.45 x 0.625 mm) whose sizes round apart: 0.9982 measured
     assert np.mean(labels == np.asarray(nib.load(str(at_size)).dataobj)) > 0.997
 
