@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 from monai.data import MetaTensor
 from monai.networks.layers import GaussianFilter
 from monai.transforms import Invertd, Spacingd
@@ -121,6 +122,15 @@ def test_class_means_that_follow_a_bias_field_beat_one_mean_per_class():
     one_mean = refine_by_mixture(probs, image, (1, 2, 3), smoothing=float("inf"))
     local = refine_by_mixture(probs, image, (1, 2, 3), smoothing=10.0)
     assert _accuracy(one_mean, truth) + 0.02 < _accuracy(local, truth)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_refinement_on_a_device_gives_the_cpus_probabilities(device):
+    image, probs, _ = _phantom(size=32, field=0.5, csf_noise=2 * NOISE)
+    expected = refine_by_mixture(probs, image, (1, 2, 3), smoothing=10.0, separate_variance=(3,))
+    got = refine_by_mixture(probs.to(device), image.to(device), (1, 2, 3), smoothing=10.0, separate_variance=(3,))
+    assert got.device.type == device
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_arguments_raise():

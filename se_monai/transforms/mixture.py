@@ -128,7 +128,7 @@ def refine_by_mixture(
     if float(voxels[index].sum()) < 1.0:
         return out
     positions = None if math.isinf(smoothing) else torch.nonzero(inside)
-    separate = torch.tensor([k in separate_variance for k in index])
+    separate = torch.tensor([k in separate_variance for k in index], device=out.device)
     voxels[index] = _em(voxels[index], image[0].to(out)[inside], positions, smoothing, iterations, separate)
     out[:, inside] = voxels
     return out
@@ -150,7 +150,7 @@ def _em(
     prior = probabilities / tissue.clamp_min(1e-12)
     log_prior = prior.clamp_min(1e-6).log()
     local_mean = None if positions is None else _LocalMean(positions, smoothing)
-    responsibility, variance = prior, torch.full(separate.shape, float("inf"))
+    responsibility, variance = prior, torch.full(separate.shape, float("inf"), device=separate.device)
     for _ in range(iterations):
         weights = tissue * responsibility
         if local_mean is None:
