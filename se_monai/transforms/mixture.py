@@ -54,11 +54,10 @@ class _LocalMean:
 
     def __init__(self, positions: torch.Tensor, sigma: float) -> None:
         self.block = min(BLOCK, max(1, int(sigma)))
-        cells = torch.div(positions, self.block, rounding_mode="floor")
-        cells -= cells.min(0).values
+        within = positions - positions.min(0).values // self.block * self.block  # from a block-aligned origin
+        cells = within // self.block
         self.shape = [int(n) + 1 for n in cells.max(0).values]
         self.cell = self._linear(cells, self.shape)
-        within = positions - (positions.min(0).values // self.block) * self.block
         self.voxel = self._linear(within, [n * self.block for n in self.shape])
         self.smooth = GaussianFilter(3, [sigma / self.block] * 3, truncated=3.0)
 
