@@ -46,21 +46,31 @@ def _accuracy(probabilities: torch.Tensor, truth: np.ndarray) -> float:
     return float((labels == truth)[truth > 0].mean())
 
 
+def _converged(probs: torch.Tensor, image: torch.Tensor, out: torch.Tensor, separate: tuple = ()):
+    """The mixture's parameters read back from a refinement's output (one mean per class of GM, WM, CSF; a variance
+    shared by the classes not in ``separate``), the refined voxels, and the E-step those parameters give there."""
+    inside = (image[0] != 0) & (probs.argmax(0) > 0)  # refined: the voxels the network labels tissue
+    x, weights = image[0], out[1:] * inside
+    means = (weights * x).flatten(1).sum(1) / weights.flatten(1).sum(1)
+    squared = (x - means[:, None, None, None]) ** 2
+    spread, mass = (weights * squared).flatten(1).sum(1), weights.flatten(1).sum(1)
+    own = torch.tensor([k in separate for k in (1, 2, 3)])
+    variances = torch.where(own, spread / mass, spread[~own].sum() / mass[~own].sum())
+    v = variances[:, None, None, None]
+    prior = probs[1:] / probs[1:].sum(0)
+    expected = probs[1:].sum(0) * torch.softmax(prior.clamp_min(1e-6).log() - squared / (2 * v) - 0.5 * v.log(), 0)
+    return means, variances, inside, expected
+
+
 def test_the_refinement_is_a_fixed_point_of_the_em_and_recovers_the_mixture():
     image, probs, truth = _phantom()
     out = refine_by_mixture(probs, image, (1, 2, 3), smoothing=float("inf"), iterations=200)
-    inside = (image[0] != 0) & (probs.argmax(0) > 0)  # refined: the voxels the network labels tissue
-    x, tissue = image[0], probs[1:].sum(0) * inside
-    weights = out[1:] * inside
-    means = (weights * x).flatten(1).sum(1) / weights.flatten(1).sum(1)
-    variance = float((weights * (x - means[:, None, None, None]) ** 2).sum() / weights.sum())
+    means, variances, inside, expected = _converged(probs, image, out)
     # the mixture's parameters: the true class means and noise (within what 27 000 noisy voxels allow)
     np.testing.assert_allclose(means.numpy(), [MEANS[1], MEANS[2], MEANS[0]], atol=1.5)
-    assert abs(np.sqrt(variance) - NOISE) < 1.0
+    assert abs(float(variances[0].sqrt()) - NOISE) < 1.0
     # the E-step of the converged parameters gives the output back
-    prior = probs[1:] / probs[1:].sum(0)
-    expected = torch.softmax(prior.clamp_min(1e-6).log() - (x - means[:, None, None, None]) ** 2 / (2 * variance), 0)
-    np.testing.assert_allclose(out[1:, inside].numpy(), (tissue * expected)[:, inside].numpy(), atol=2e-3)
+    np.testing.assert_allclose(out[1:, inside].numpy(), expected[:, inside].numpy(), atol=2e-3)
     # the misplaced boundary is corrected by the intensities
     assert _accuracy(probs, truth) < 0.8 < 0.97 < _accuracy(out, truth)  # the rest: "other" at the outer edge
 
@@ -68,19 +78,12 @@ def test_the_refinement_is_a_fixed_point_of_the_em_and_recovers_the_mixture():
 def test_a_class_with_a_variance_of_its_own_recovers_its_wider_noise():
     image, probs, truth = _phantom(csf_noise=2 * NOISE)
     out = refine_by_mixture(probs, image, (1, 2, 3), smoothing=float("inf"), iterations=200, separate_variance=(3,))
-    inside = (image[0] != 0) & (probs.argmax(0) > 0)
-    x, tissue, weights = image[0], probs[1:].sum(0) * inside, out[1:] * inside
-    means = (weights * x).flatten(1).sum(1) / weights.flatten(1).sum(1)
-    spread = (weights * (x - means[:, None, None, None]) ** 2).flatten(1).sum(1)
-    shared = float(spread[:2].sum() / weights[:2].sum())
-    csf = float(spread[2] / weights[2].sum())
+    _, variances, inside, expected = _converged(probs, image, out, separate=(3,))
+    shared, csf = float(variances[0].sqrt()), float(variances[2].sqrt())
     # the tissues' noise and the CSF's, twice as wide (8.9 and 14.1 measured: the CSF shell is thin and overlaps the
     # grey matter's intensities, its estimate is the looser)
-    assert abs(np.sqrt(shared) - NOISE) < 1.0 and abs(np.sqrt(csf) - 2 * NOISE) < 2.5
-    variance = torch.tensor([shared, shared, csf])[:, None, None, None]
-    log_likelihood = -((x - means[:, None, None, None]) ** 2) / (2 * variance) - 0.5 * variance.log()
-    expected = torch.softmax((probs[1:] / probs[1:].sum(0)).clamp_min(1e-6).log() + log_likelihood, 0)
-    np.testing.assert_allclose(out[1:, inside].numpy(), (tissue * expected)[:, inside].numpy(), atol=2e-3)
+    assert abs(shared - NOISE) < 1.0 and abs(csf - 2 * NOISE) < 2.5
+    np.testing.assert_allclose(out[1:, inside].numpy(), expected[:, inside].numpy(), atol=2e-3)
     # one shared variance, too wide for the tissues and too narrow for the CSF, labels less well (0.920 against 0.948)
     tied = refine_by_mixture(probs, image, (1, 2, 3), smoothing=float("inf"), iterations=200)
     assert _accuracy(tied, truth) + 0.01 < _accuracy(out, truth)
