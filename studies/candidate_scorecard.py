@@ -52,8 +52,8 @@ def main(bundle: str | None = None, dataset_dir: str = DATASET) -> None:
             else:
                 broken = check_volumes(volumes, SHIPPED_RULES)
                 atlas = _agreement(labels, image, folders, name)
-                line += f", within norms {_within(volumes, CASES[name][2])}, atlas GM/WM agreement {atlas[:2]}"
-                line += f", tissue Dice with atlas {atlas[3]}" if atlas[3] != "-" else ""
+                line += f", within norms {_within(volumes, CASES[name][2])}, atlas GM/WM agreement {atlas[:3]}"
+                line += f", tissue Dice with atlas {atlas[4]}" if atlas[4] != "-" else ""
                 line += f", {'flagged' if broken else 'plausible'}"
             print(f"{line} ({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -10,7 +10,8 @@ Debian's ``mricron-data`` package (a package registry, BSD-3-clause) ships in ``
 
 Per bundle, case and input zoom: grey- and white-matter volumes (mL, on the input's true voxel size) against the
 norms, the bundle's plausibility verdict, the fraction of AAL voxels labelled grey matter and of JHU tract voxels
-labelled white matter (atlases resampled onto each case's grid by their affines, nearest neighbour), for the skull-on
+labelled white matter (atlases resampled onto each case's grid by their affines, nearest neighbour; JHU's tracts, drawn
+in MNI152 space, also registered onto Colin27 with ANTs SyN through the ICBM 2009a T1), for the skull-on
 case the tissue found outside Colin27's brain mask, for INIA19 the Dice of grey + white matter with its NeuroMaps
 atlas's labelled voxels, and a PNG of the labels per case and zoom. A zoom z relabels the
 voxel size as z times the true one, so the bundle's Spacingd (1 mm) sees the anatomy z times larger: the levels of a
@@ -68,6 +69,9 @@ CASES = {
     "INIA19 macaque, 0.5 mm": ("mricron", "inia19-t1-brain.nii.gz", "macaque, INIA19 space"),
 }
 INIA19_ATLAS = "inia19-NeuroMaps.nii.gz"
+#: JHU's tract labels, in FSL's MNI152 space; and the same labels registered onto Colin27 (:func:`_tracts_on_colin27`).
+JHU = "JHU-WhiteMatter-labels-1mm.nii.gz"
+JHU_ON_COLIN27 = "JHU-WhiteMatter-labels-on-ch2bet.nii.gz"
 #: The volume (mL) of the voxels INIA19_ATLAS labels, as main measures it (and checks) on mricron-data's copy.
 INIA19_ATLAS_ML = 100.2
 #: Published norms (mL): adult human grey and white matter in a brain's own space; in MNI space (Colin27,
@@ -89,6 +93,38 @@ NAMES = {"1": "grey matter", "2": "white matter", "3": "csf"}
 
 def _on_grid(atlas: Path, reference: nib.Nifti1Image) -> np.ndarray:
     return np.asarray(resample_from_to(nib.load(str(atlas)), reference, order=0).dataobj)
+
+
+def _tracts_on_colin27(folder: Path) -> Path:
+    """JHU's tract labels carried from MNI152 space onto Colin27, written once beside them: MNI152 and Colin27's MNI305
+    space differ in size and shape (the labels resampled by their affines put tract voxels over Colin27's cortex and
+    ventricles). ANTs SyN (seeded) registers the ICBM 2009a T1 (MNI152 space, from nilearn's wheel) onto ``ch2bet``,
+    intensities only, and moves the labels by nearest neighbour. No model's output enters it."""
+    out = folder / JHU_ON_COLIN27
+    if out.is_file():
+        return out
+    import os
+
+    import ants  # the study's own dependency (pip install 'se-monai[study]')
+
+    from se_monai.data.template import icbm152_paths
+
+    threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    ants.config.set_ants_deterministic(True, 0)  # a fixed seed (ITK's threads still vary ~2 % of the voxels)
+    fixed = ants.image_read(str(folder / "ch2bet.nii.gz"))
+    moving = ants.image_read(str(icbm152_paths()["t1"]))
+    transforms = ants.registration(fixed, moving, type_of_transform="SyN")["fwdtransforms"]
+    ants.config.set_ants_deterministic(False, None)
+    if threads is None:
+        os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    else:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
+    tracts = ants.image_read(str(folder / JHU))
+    moved = ants.apply_transforms(fixed, tracts, transforms, interpolator="nearestNeighbor")
+    partial = out.with_name(f".{out.name}")  # written whole, then renamed
+    ants.image_write(moved, str(partial))
+    partial.replace(out)
+    return out
 
 
 def _within(volumes: dict[str, float], norms: str) -> str:
@@ -165,22 +201,25 @@ def _agreement(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Pa
     """Atlas GM voxels labelled GM and atlas WM voxels labelled WM (Colin27: AAL and JHU tracts; S1: its cortical
     ribbon and white-surface interior), for a case with the skull on the tissue (CSF, GM, WM) outside the brain mask
     (mL) and for Colin27 its Dice with ``ch2bet``'s brain mask, and for INIA19 the Dice of grey + white matter with
-    the NeuroMaps atlas's labelled voxels (its brain tissue)."""
+    the NeuroMaps atlas's labelled voxels (its brain tissue); Colin27's tracts both resampled by their affines and
+    registered onto it (:func:`_tracts_on_colin27`)."""
     if name.startswith("INIA19"):
         atlas, tissue = _on_grid(folders["mricron"] / INIA19_ATLAS, image) > 0, np.isin(labels, (1, 2))
-        return ["-", "-", "-", f"{2 * (atlas & tissue).sum() / max(atlas.sum() + tissue.sum(), 1):.3f}"]
+        return ["-", "-", "-", "-", f"{2 * (atlas & tissue).sum() / max(atlas.sum() + tissue.sum(), 1):.3f}"]
     if name.startswith("Colin27"):
         folder = folders["mricron"]
         grey = _on_grid(folder / "aal.nii.gz", image) > 0
-        white = _on_grid(folder / "JHU-WhiteMatter-labels-1mm.nii.gz", image) > 0
+        white = _on_grid(folder / JHU, image) > 0
+        registered = _on_grid(_tracts_on_colin27(folder), image) > 0
         brain = _on_grid(folder / "ch2bet.nii.gz", image) > 0
     elif name.startswith("S1"):
         atlas = _on_grid(folders["pycortex"] / "S1_atlas.nii.gz", image)
-        grey, white = atlas == 1, atlas == 2
+        grey, white, registered = atlas == 1, atlas == 2, None
         brain = _on_grid(folders["pycortex"] / "S1_cerebrum.nii.gz", image) > 0
     else:
-        return ["-", "-", "-", "-"]
+        return ["-", "-", "-", "-", "-"]
     cells = [f"{(labels[grey] == 1).mean():.3f}", f"{(labels[white] == 2).mean():.3f}"]
+    cells.append("-" if registered is None else f"{(labels[registered] == 2).mean():.3f}")
     if "skull on" not in name:
         return [*cells, "-", "-"]
     outside = (labels > 0) & ~brain
@@ -275,8 +314,8 @@ def main(
     bundles = bundles or {"shipped": None}
     header = (
         "| method | brain | zoom | CSF (mL) | grey matter (mL) | white matter (mL) | GM/WM | within norms "
-        "| plausibility | atlas GM as GM | atlas WM as WM | ribbon Dice | white Dice | tissue outside brain (mL) "
-        "| tissue Dice with atlas | seconds |"
+        "| plausibility | atlas GM as GM | atlas WM as WM | tracts registered as WM | ribbon Dice | white Dice "
+        "| tissue outside brain (mL) | tissue Dice with atlas | seconds |"
     )
     print(header)
     print("| --- |" + " --- |" * (header.count("|") - 2))
@@ -308,6 +347,7 @@ def main(
                     seconds = time.perf_counter() - start
                     volumes = class_volumes(labels, image.affine, NAMES)  # labels on the input's own grid
                     broken = check_volumes(volumes, rules)
+                    agreement = _agreement(labels, image, folders, name)
                     ratio = (
                         volumes["grey matter"] / volumes["white matter"] if volumes["white matter"] else float("inf")
                     )
@@ -321,9 +361,9 @@ def main(
                         f"{ratio:.2f}",
                         _within(volumes, norms),
                         "; ".join(broken) if broken else "plausible",
-                        *_agreement(labels, image, folders, name)[:2],
+                        *agreement[:3],
                         *_s1_dice(labels, image, folders, name),
-                        *_agreement(labels, image, folders, name)[2:],
+                        *agreement[3:],
                         f"{seconds:.0f}",
                     ]
                     print("| " + " | ".join(cells) + " |", flush=True)
