@@ -1,11 +1,13 @@
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # optimised bases fitted during the tests go to a throw-away folder, not the user's cache
 os.environ["SE_MONAI_CACHE"] = tempfile.mkdtemp(prefix="se-monai-bases-")
@@ -44,18 +46,42 @@ def icbm_csf_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def icbm_t1_demo(tmp_path_factory):
-    """`se-monai demo` once per test session: the shipped bundle on the whole real ICBM152 T1 (30-40 s on 2 cores).
-    Its Dice scores, what it printed and the segmentation it wrote (``icbm152_t1_seg.nii.gz``)."""
-    import contextlib
-    import io
+def installed(tmp_path_factory):
+    """The built wheel installed (without dependencies: this environment has them) into a fresh folder, and the
+    environment that puts that folder first on Python's path (for :func:`helpers.run_installed`)."""
+    import subprocess
 
-    from se_monai.cli.commands import demo
+    work = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(work / "dist"), str(ROOT)]
+    done = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = (work / "dist").glob("se_monai-*.whl")
+    target = work / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(wheel)]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "SE_MONAI_BUNDLE"}
+    env["PYTHONPATH"] = str(target)
+    outside = work / "elsewhere"
+    outside.mkdir()
+    return {"target": target, "env": env, "cwd": outside}
 
-    folder, printed = tmp_path_factory.mktemp("demo"), io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        scores = demo(output_dir=str(folder))
-    return {"scores": scores, "printed": printed.getvalue(), "segmentation": folder / "icbm152_t1_seg.nii.gz"}
+
+@pytest.fixture(scope="session")
+def icbm_t1_demo(installed):
+    """`se-monai demo` once per test session, as a user runs it: from the installed wheel, in a folder outside the
+    repository; the shipped bundle on the whole real ICBM152 T1 (30-40 s on 2 cores). Its Dice scores by class name,
+    what it printed and the segmentation it wrote (``icbm152_t1_seg.nii.gz``)."""
+    from helpers import run_installed
+
+    done = run_installed(installed, "-m", "se_monai.cli", "demo", "--output_dir", "demo")
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = dict(line[len("Dice ") :].rsplit(": ", 1) for line in done.stdout.splitlines() if line.startswith("Dice "))
+    return {
+        "scores": {name: float(value) for name, value in scores.items()},
+        "printed": done.stdout,
+        "segmentation": installed["cwd"] / "demo" / "icbm152_t1_seg.nii.gz",
+    }
 
 
 @pytest.fixture(scope="session")

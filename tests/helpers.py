@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import locale
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,15 @@ from se_monai.data import load_icbm152, tissue_labels
 
 # a 64 x 72 x 56 block around the ventricles: grey and white matter, CSF and background
 BLOCK = (slice(66, 130), slice(80, 152), slice(70, 126))
+
+
+def run_installed(installed: dict, *args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` with the wheel that the ``installed`` fixture installed first on the path, in a folder outside
+    the repository."""
+    command = [sys.executable, *args]  # the child writes UTF-8 (progress bars), whatever this process's locale
+    return subprocess.run(
+        command, capture_output=True, encoding="utf-8", timeout=600, env=installed["env"], cwd=installed["cwd"]
+    )
 
 
 def write_crops(folder: Path) -> dict[str, Path]:
