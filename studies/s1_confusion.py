@@ -2,11 +2,17 @@
 the millilitres of CSF, grey and white matter outside the pial surface (inside the cerebrum mask), in the cortical
 ribbon and inside the white surface, then the ribbon and white Dice (as studies/real_brains_study.py scores them).
 
+With ``--deep_grey``, also an estimate of S1's deep grey matter, which S1 has no segmentation of: AAL's hippocampi,
+amygdalae, caudates, putamina, pallida and thalami (drawn on Colin27) registered onto S1 (ANTs SyN of Colin27's
+``ch2``, skull on, onto S1's raw T1, intensities only; the labels moved by nearest neighbour, once, into
+``S1_aal_deep_grey.nii.gz`` beside S1's T1), counted inside S1's white surface (the ribbon's voxels are the ribbon's);
+then each method's grey matter against the ribbon plus that deep grey matter.
+
 Run after `make real-brains` (which writes S1's cerebrum and its atlas), on labels of S1's cerebrum whose values are
 the shipped bundle's (1 grey matter, 2 white matter, 3 CSF):
 
     .venv/bin/se-monai segment data/pycortex/pycortex-1.4.0/filestore/db/S1/S1_cerebrum.nii.gz /tmp/s1_shipped.nii.gz
-    .venv/bin/python studies/s1_confusion.py /tmp/s1_shipped.nii.gz --atropos
+    .venv/bin/python studies/s1_confusion.py /tmp/s1_shipped.nii.gz --atropos --deep_grey
 """
 
 from __future__ import annotations
@@ -16,14 +22,40 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from real_brains_study import NAMES, PYCORTEX, _dice, atropos_labels
+from real_brains_study import NAMES, PYCORTEX, TEMPLATES, _dice, _on_grid, atropos_labels
 
 REGIONS = {0: "outside pial", 1: "ribbon", 2: "inside white"}
+#: AAL's deep grey structures, left and right (values of mricron-data's aal.nii.gz, listed in its aal.nii.txt):
+#: hippocampus 37-38, amygdala 41-42, caudate 71-72, putamen 73-74, pallidum 75-76, thalamus 77-78.
+DEEP_GREY = (37, 38, 41, 42, 71, 72, 73, 74, 75, 76, 77, 78)
 
 
-def main(*labels: str, atropos: bool = False, pycortex: str = PYCORTEX) -> None:
+def _deep_grey_on_s1(pycortex: str, templates: str) -> Path:
+    """AAL's :data:`DEEP_GREY` structures registered from Colin27 onto S1's raw T1 (see the module's docstring)."""
+    out = Path(pycortex) / "S1_aal_deep_grey.nii.gz"
+    if out.is_file():
+        return out
+    import ants  # the study's own dependency (pip install 'se-monai[study]')
+
+    ants.config.set_ants_deterministic(True, 0)  # a fixed seed
+    fixed = ants.image_read(f"{pycortex}/anatomicals/raw.nii.gz")
+    moving = ants.image_read(f"{templates}/ch2.nii.gz")
+    transforms = ants.registration(fixed, moving, type_of_transform="SyN")["fwdtransforms"]
+    aal = ants.image_read(f"{templates}/aal.nii.gz")
+    deep = aal.new_image_like(np.isin(aal.numpy(), DEEP_GREY).astype(np.float32))
+    moved = ants.apply_transforms(fixed, deep, transforms, interpolator="nearestNeighbor")
+    partial = out.with_name(f".{out.name}")  # written whole, then renamed
+    ants.image_write(moved, str(partial))
+    partial.replace(out)
+    return out
+
+
+def main(
+    *labels: str, atropos: bool = False, deep_grey: bool = False, pycortex: str = PYCORTEX, templates: str = TEMPLATES
+) -> None:
     """Print a markdown table: method, class, mL outside the pial surface, in the ribbon and inside the white
-    surface and total mL; then each method's ribbon and white Dice."""
+    surface and total mL; then each method's ribbon and white Dice (and with ``deep_grey`` its grey matter against
+    the ribbon plus the registered deep grey matter)."""
     cerebrum = nib.load(f"{pycortex}/S1_cerebrum.nii.gz")
     inside = np.asarray(cerebrum.dataobj) > 0
     atlas = np.asarray(nib.load(f"{pycortex}/S1_atlas.nii.gz").dataobj)
@@ -42,6 +74,14 @@ def main(*labels: str, atropos: bool = False, pycortex: str = PYCORTEX) -> None:
     for name, found in methods.items():
         ribbon, white = _dice(found == 1, atlas == 1), _dice(found == 2, atlas == 2)
         print(f"{name}: ribbon Dice {ribbon:.3f}, white Dice {white:.3f}")
+    if not deep_grey:
+        return
+    deep = (_on_grid(_deep_grey_on_s1(pycortex, templates), cerebrum) > 0) & (atlas == 2)
+    reference = ((atlas == 1).sum() + deep.sum()) * voxel_ml
+    print(f"\nS1's deep grey matter (AAL's, registered, inside the white surface): {deep.sum() * voxel_ml:.1f} mL")
+    for name, found in methods.items():
+        grey = (found == 1).sum() * voxel_ml
+        print(f"{name}: grey matter {grey:.0f} mL, {grey / reference:.3f} times the ribbon plus it, {reference:.0f} mL")
 
 
 if __name__ == "__main__":
