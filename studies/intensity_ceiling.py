@@ -25,7 +25,7 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from real_brains_study import INIA19_ATLAS, JHU, JHU_ON_COLIN27, PYCORTEX, TEMPLATES, _dice, _on_grid
+from real_brains_study import INIA19_ATLAS, JHU, PYCORTEX, TEMPLATES, _dice, _on_grid, _tracts_on_colin27
 from scipy import ndimage
 
 
@@ -46,8 +46,10 @@ def colin27_tracts(templates: str = TEMPLATES) -> None:
     brain = t1 > 0
     above = _at_or_above(np.bincount(t1[brain], minlength=256))  # voxels at or above each threshold
     lowest = next(t for t in range(1, 256) if (brain.sum() - above[t]) >= 1.1 * above[t])
-    for placement, atlas in (("resampled by their affines", JHU), ("registered onto Colin27", JHU_ON_COLIN27)):
-        tracts = _on_grid(Path(templates) / atlas, image) > 0
+    placements = {"resampled by their affines": Path(templates) / JHU}
+    placements["registered onto Colin27"] = _tracts_on_colin27(Path(templates))  # registered once, if not yet
+    for placement, atlas in placements.items():
+        tracts = _on_grid(atlas, image) > 0
         print(
             f"Colin27 JHU tracts {placement}: white matter at T1 >= {lowest} keeps GM/WM >= 1.1 with no CSF; "
             f"{(t1[tracts] >= lowest).mean():.3f} of the tract voxels lie there"

@@ -95,36 +95,43 @@ def _on_grid(atlas: Path, reference: nib.Nifti1Image) -> np.ndarray:
     return np.asarray(resample_from_to(nib.load(str(atlas)), reference, order=0).dataobj)
 
 
-def _tracts_on_colin27(folder: Path) -> Path:
-    """JHU's tract labels carried from MNI152 space onto Colin27, written once beside them: MNI152 and Colin27's MNI305
-    space differ in size and shape (the labels resampled by their affines put tract voxels over Colin27's cortex and
-    ventricles). ANTs SyN (seeded) registers the ICBM 2009a T1 (MNI152 space, from nilearn's wheel) onto ``ch2bet``,
-    intensities only, and moves the labels by nearest neighbour. No model's output enters it."""
-    out = folder / JHU_ON_COLIN27
+def register_labels(fixed: Path, moving: Path, labels: Path, out: Path, keep: tuple[int, ...] = ()) -> Path:
+    """Labels drawn on ``moving``'s image carried onto ``fixed``'s, written once to ``out`` (whole, then renamed): ANTs
+    SyN (seeded; ITK's threads still vary about 2 % of the moved voxels between runs) of ``moving`` onto ``fixed``, on
+    intensities alone, the labels moved by nearest neighbour (with ``keep``, only those values, as 1)."""
     if out.is_file():
         return out
     import os
 
     import ants  # the study's own dependency (pip install 'se-monai[study]')
 
-    from se_monai.data.template import icbm152_paths
-
     threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-    ants.config.set_ants_deterministic(True, 0)  # a fixed seed (ITK's threads still vary ~2 % of the voxels)
-    fixed = ants.image_read(str(folder / "ch2bet.nii.gz"))
-    moving = ants.image_read(str(icbm152_paths()["t1"]))
-    transforms = ants.registration(fixed, moving, type_of_transform="SyN")["fwdtransforms"]
+    ants.config.set_ants_deterministic(True, 0)  # the seed (and the thread variable, restored below)
+    transforms = ants.registration(ants.image_read(str(fixed)), ants.image_read(str(moving)), type_of_transform="SyN")
     ants.config.set_ants_deterministic(False, None)
     if threads is None:
         os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
     else:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
-    tracts = ants.image_read(str(folder / JHU))
-    moved = ants.apply_transforms(fixed, tracts, transforms, interpolator="nearestNeighbor")
-    partial = out.with_name(f".{out.name}")  # written whole, then renamed
+    drawn = ants.image_read(str(labels))
+    if keep:
+        drawn = drawn.new_image_like(np.isin(drawn.numpy(), keep).astype(np.float32))
+    fixed_image = ants.image_read(str(fixed))
+    moved = ants.apply_transforms(fixed_image, drawn, transforms["fwdtransforms"], interpolator="nearestNeighbor")
+    partial = out.with_name(f".{out.name}")
     ants.image_write(moved, str(partial))
     partial.replace(out)
     return out
+
+
+def _tracts_on_colin27(folder: Path) -> Path:
+    """JHU's tract labels carried from MNI152 space onto Colin27, written once beside them: MNI152 and Colin27's MNI305
+    space differ in size and shape (the labels resampled by their affines put tract voxels over Colin27's cortex and
+    ventricles). The ICBM 2009a T1 (MNI152 space, from nilearn's wheel) is registered onto ``ch2bet``
+    (:func:`register_labels`); no model's output enters it."""
+    from se_monai.data.template import icbm152_paths
+
+    return register_labels(folder / "ch2bet.nii.gz", icbm152_paths()["t1"], folder / JHU, folder / JHU_ON_COLIN27)
 
 
 def _within(volumes: dict[str, float], norms: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from real_brains_study import NAMES, PYCORTEX, TEMPLATES, _dice, _on_grid, atropos_labels
+from real_brains_study import NAMES, PYCORTEX, TEMPLATES, _dice, _on_grid, atropos_labels, register_labels
 
 REGIONS = {0: "outside pial", 1: "ribbon", 2: "inside white"}
 #: AAL's deep grey structures, left and right (values of mricron-data's aal.nii.gz, listed in its aal.nii.txt):
@@ -31,23 +31,12 @@ DEEP_GREY = (37, 38, 41, 42, 71, 72, 73, 74, 75, 76, 77, 78)
 
 
 def _deep_grey_on_s1(pycortex: str, templates: str) -> Path:
-    """AAL's :data:`DEEP_GREY` structures registered from Colin27 onto S1's raw T1 (see the module's docstring)."""
-    out = Path(pycortex) / "S1_aal_deep_grey.nii.gz"
-    if out.is_file():
-        return out
-    import ants  # the study's own dependency (pip install 'se-monai[study]')
-
-    ants.config.set_ants_deterministic(True, 0)  # a fixed seed
-    fixed = ants.image_read(f"{pycortex}/anatomicals/raw.nii.gz")
-    moving = ants.image_read(f"{templates}/ch2.nii.gz")
-    transforms = ants.registration(fixed, moving, type_of_transform="SyN")["fwdtransforms"]
-    aal = ants.image_read(f"{templates}/aal.nii.gz")
-    deep = aal.new_image_like(np.isin(aal.numpy(), DEEP_GREY).astype(np.float32))
-    moved = ants.apply_transforms(fixed, deep, transforms, interpolator="nearestNeighbor")
-    partial = out.with_name(f".{out.name}")  # written whole, then renamed
-    ants.image_write(moved, str(partial))
-    partial.replace(out)
-    return out
+    """AAL's :data:`DEEP_GREY` structures registered from Colin27's head onto S1's raw T1 (see the module's
+    docstring)."""
+    folder, atlases = Path(pycortex), Path(templates)
+    out = folder / "S1_aal_deep_grey.nii.gz"
+    raw, head = folder / "anatomicals" / "raw.nii.gz", atlases / "ch2.nii.gz"
+    return register_labels(raw, head, atlases / "aal.nii.gz", out, keep=DEEP_GREY)
 
 
 def main(
@@ -76,12 +65,20 @@ def main(
         print(f"{name}: ribbon Dice {ribbon:.3f}, white Dice {white:.3f}")
     if not deep_grey:
         return
-    deep = (_on_grid(_deep_grey_on_s1(pycortex, templates), cerebrum) > 0) & (atlas == 2)
+    registered = _on_grid(_deep_grey_on_s1(pycortex, templates), cerebrum) > 0
+    deep = registered & (atlas == 2)
     reference = ((atlas == 1).sum() + deep.sum()) * voxel_ml
-    print(f"\nS1's deep grey matter (AAL's, registered, inside the white surface): {deep.sum() * voxel_ml:.1f} mL")
+    print(
+        f"\nS1's deep grey matter (AAL's, registered): {registered.sum() * voxel_ml:.1f} mL, "
+        f"{deep.sum() * voxel_ml:.1f} mL of it inside the white surface"
+    )
     for name, found in methods.items():
         grey = (found == 1).sum() * voxel_ml
-        print(f"{name}: grey matter {grey:.0f} mL, {grey / reference:.3f} times the ribbon plus it, {reference:.0f} mL")
+        split = ", ".join(f"{((found == int(v)) & deep).sum() * voxel_ml:.1f} mL {t}" for v, t in NAMES.items())
+        print(
+            f"{name}: grey matter {grey:.0f} mL, {grey / reference:.3f} times the ribbon plus it ({reference:.0f} mL)"
+        )
+        print(f"{name}: in the deep grey matter inside the white surface {split}")
 
 
 if __name__ == "__main__":
