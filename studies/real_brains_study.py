@@ -25,7 +25,9 @@ skull on, FreeSurfer's intensity normalisation: white matter 110) with its pial 
 volumes): voxels at least half inside the pial surface and less than half inside the white surface are its cortical
 ribbon, voxels at least half inside the white surface its white-surface interior, and the T1 masked to the pial
 surfaces dilated by 2 mm is its skull-stripped cerebrum (no cerebellum or brainstem: the surfaces cover the cerebrum
-only).
+only). S1's deep grey matter, which it has no segmentation of, is estimated by AAL's hippocampi, amygdalae, caudates,
+putamina, pallida and thalami registered from Colin27 (inside the white surface); the grey matter's volume is
+compared with the ribbon's plus that.
 
 Beside each model, on the same inputs, a classical tissue classifier: ANTs Atropos (antspyx, the study extra; never
 a dependency of se-monai), ``atropos(a=image, m="[0.2,1x1x1]", c="[5,0]", i="kmeans[3]", x=mask)`` with the non-zero
@@ -72,6 +74,9 @@ INIA19_ATLAS = "inia19-NeuroMaps.nii.gz"
 #: JHU's tract labels, in FSL's MNI152 space; and the same labels registered onto Colin27 (:func:`_tracts_on_colin27`).
 JHU = "JHU-WhiteMatter-labels-1mm.nii.gz"
 JHU_ON_COLIN27 = "JHU-WhiteMatter-labels-on-ch2bet.nii.gz"
+#: AAL's deep grey structures, left and right (values of mricron-data's aal.nii.gz, listed in its aal.nii.txt):
+#: hippocampus 37-38, amygdala 41-42, caudate 71-72, putamen 73-74, pallidum 75-76, thalamus 77-78.
+DEEP_GREY = (37, 38, 41, 42, 71, 72, 73, 74, 75, 76, 77, 78)
 #: The volume (mL) of the voxels INIA19_ATLAS labels, as main measures it (and checks) on mricron-data's copy.
 INIA19_ATLAS_ML = 100.2
 #: Published norms (mL): adult human grey and white matter in a brain's own space; in MNI space (Colin27,
@@ -132,6 +137,15 @@ def _tracts_on_colin27(folder: Path) -> Path:
     from se_monai.data.template import icbm152_paths
 
     return register_labels(folder / "ch2bet.nii.gz", icbm152_paths()["t1"], folder / JHU, folder / JHU_ON_COLIN27)
+
+
+def deep_grey_on_s1(folders: dict[str, Path]) -> Path:
+    """S1's deep grey matter as AAL's :data:`DEEP_GREY` structures (drawn on Colin27) registered from Colin27's head
+    (``ch2``) onto S1's raw T1 (:func:`register_labels`), written once beside S1's T1: S1 has no subcortical
+    segmentation."""
+    pycortex, templates = folders["pycortex"], folders["mricron"]
+    out, raw = pycortex / "S1_aal_deep_grey.nii.gz", pycortex / "anatomicals" / "raw.nii.gz"
+    return register_labels(raw, templates / "ch2.nii.gz", templates / "aal.nii.gz", out, keep=DEEP_GREY)
 
 
 def _within(volumes: dict[str, float], norms: str) -> str:
@@ -238,14 +252,17 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
-def _s1_dice(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Path], name: str) -> list[str]:
+def _s1_scores(labels: np.ndarray, image: nib.Nifti1Image, folders: dict[str, Path], name: str) -> list[str]:
     """S1's cortical ribbon against the grey matter and its white-surface interior against the white matter (with the
-    skull on, inside its cerebrum: the surfaces cover the cerebrum only)."""
+    skull on, inside its cerebrum: the surfaces cover the cerebrum only), and the grey matter's volume over the ribbon's
+    plus the deep grey matter's inside the white surface (:func:`deep_grey_on_s1`)."""
     if not name.startswith("S1"):
-        return ["-", "-"]
+        return ["-", "-", "-"]
     atlas = _on_grid(folders["pycortex"] / "S1_atlas.nii.gz", image)
     labels = labels * (_on_grid(folders["pycortex"] / "S1_cerebrum.nii.gz", image) > 0)
-    return [f"{_dice(labels == 1, atlas == 1):.3f}", f"{_dice(labels == 2, atlas == 2):.3f}"]
+    deep = (_on_grid(deep_grey_on_s1(folders), image) > 0) & (atlas == 2)
+    ratio = (labels == 1).sum() / ((atlas == 1).sum() + deep.sum())
+    return [f"{_dice(labels == 1, atlas == 1):.3f}", f"{_dice(labels == 2, atlas == 2):.3f}", f"{ratio:.3f}"]
 
 
 def atropos_labels(path: Path) -> np.ndarray:
@@ -322,7 +339,7 @@ def main(
     header = (
         "| method | brain | zoom | CSF (mL) | grey matter (mL) | white matter (mL) | GM/WM | within norms "
         "| plausibility | atlas GM as GM | atlas WM as WM | tracts registered as WM | ribbon Dice | white Dice "
-        "| tissue outside brain (mL) | tissue Dice with atlas | seconds |"
+        "| GM / (ribbon + deep GM) | tissue outside brain (mL) | tissue Dice with atlas | seconds |"
     )
     print(header)
     print("| --- |" + " --- |" * (header.count("|") - 2))
@@ -369,7 +386,7 @@ def main(
                         _within(volumes, norms),
                         "; ".join(broken) if broken else "plausible",
                         *agreement[:3],
-                        *_s1_dice(labels, image, folders, name),
+                        *_s1_scores(labels, image, folders, name),
                         *agreement[3:],
                         f"{seconds:.0f}",
                     ]

@@ -22,21 +22,9 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from real_brains_study import NAMES, PYCORTEX, TEMPLATES, _dice, _on_grid, atropos_labels, register_labels
+from real_brains_study import NAMES, PYCORTEX, TEMPLATES, _dice, _on_grid, atropos_labels, deep_grey_on_s1
 
 REGIONS = {0: "outside pial", 1: "ribbon", 2: "inside white"}
-#: AAL's deep grey structures, left and right (values of mricron-data's aal.nii.gz, listed in its aal.nii.txt):
-#: hippocampus 37-38, amygdala 41-42, caudate 71-72, putamen 73-74, pallidum 75-76, thalamus 77-78.
-DEEP_GREY = (37, 38, 41, 42, 71, 72, 73, 74, 75, 76, 77, 78)
-
-
-def _deep_grey_on_s1(pycortex: str, templates: str) -> Path:
-    """AAL's :data:`DEEP_GREY` structures registered from Colin27's head onto S1's raw T1 (see the module's
-    docstring)."""
-    folder, atlases = Path(pycortex), Path(templates)
-    out = folder / "S1_aal_deep_grey.nii.gz"
-    raw, head = folder / "anatomicals" / "raw.nii.gz", atlases / "ch2.nii.gz"
-    return register_labels(raw, head, atlases / "aal.nii.gz", out, keep=DEEP_GREY)
 
 
 def main(
@@ -65,7 +53,7 @@ def main(
         print(f"{name}: ribbon Dice {ribbon:.3f}, white Dice {white:.3f}")
     if not deep_grey:
         return
-    registered = _on_grid(_deep_grey_on_s1(pycortex, templates), cerebrum) > 0
+    registered = _on_grid(deep_grey_on_s1({"pycortex": Path(pycortex), "mricron": Path(templates)}), cerebrum) > 0
     deep = registered & (atlas == 2)
     reference = ((atlas == 1).sum() + deep.sum()) * voxel_ml
     print(
