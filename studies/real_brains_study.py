@@ -112,7 +112,8 @@ def register_labels(fixed: Path, moving: Path, labels: Path, out: Path, keep: tu
 
     threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
     ants.config.set_ants_deterministic(True, 0)  # the seed (and the thread variable, restored below)
-    transforms = ants.registration(ants.image_read(str(fixed)), ants.image_read(str(moving)), type_of_transform="SyN")
+    fixed_image = ants.image_read(str(fixed))
+    transforms = ants.registration(fixed_image, ants.image_read(str(moving)), type_of_transform="SyN")
     ants.config.set_ants_deterministic(False, None)
     if threads is None:
         os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -121,7 +122,6 @@ def register_labels(fixed: Path, moving: Path, labels: Path, out: Path, keep: tu
     drawn = ants.image_read(str(labels))
     if keep:
         drawn = drawn.new_image_like(np.isin(drawn.numpy(), keep).astype(np.float32))
-    fixed_image = ants.image_read(str(fixed))
     moved = ants.apply_transforms(fixed_image, drawn, transforms["fwdtransforms"], interpolator="nearestNeighbor")
     partial = out.with_name(f".{out.name}")
     ants.image_write(moved, str(partial))

@@ -6,7 +6,7 @@ With ``--deep_grey``, also an estimate of S1's deep grey matter, which S1 has no
 amygdalae, caudates, putamina, pallida and thalami (drawn on Colin27) registered onto S1 (ANTs SyN of Colin27's
 ``ch2``, skull on, onto S1's raw T1, intensities only; the labels moved by nearest neighbour, once, into
 ``S1_aal_deep_grey.nii.gz`` beside S1's T1), counted inside S1's white surface (the ribbon's voxels are the ribbon's);
-then each method's grey matter against the ribbon plus that deep grey matter.
+and where each method's classes fall in it (`make real-brains` scores the grey matter against the ribbon plus it).
 
 Run after `make real-brains` (which writes S1's cerebrum and its atlas), on labels of S1's cerebrum whose values are
 the shipped bundle's (1 grey matter, 2 white matter, 3 CSF):
@@ -31,8 +31,8 @@ def main(
     *labels: str, atropos: bool = False, deep_grey: bool = False, pycortex: str = PYCORTEX, templates: str = TEMPLATES
 ) -> None:
     """Print a markdown table: method, class, mL outside the pial surface, in the ribbon and inside the white
-    surface and total mL; then each method's ribbon and white Dice (and with ``deep_grey`` its grey matter against
-    the ribbon plus the registered deep grey matter)."""
+    surface and total mL; then each method's ribbon and white Dice (and with ``deep_grey`` the registered deep grey
+    matter's volume and each method's classes in it)."""
     cerebrum = nib.load(f"{pycortex}/S1_cerebrum.nii.gz")
     inside = np.asarray(cerebrum.dataobj) > 0
     atlas = np.asarray(nib.load(f"{pycortex}/S1_atlas.nii.gz").dataobj)
@@ -54,18 +54,14 @@ def main(
     if not deep_grey:
         return
     registered = _on_grid(deep_grey_on_s1({"pycortex": Path(pycortex), "mricron": Path(templates)}), cerebrum) > 0
-    deep = registered & (atlas == 2)
-    reference = ((atlas == 1).sum() + deep.sum()) * voxel_ml
+    deep = registered & (atlas == 2)  # as studies/real_brains_study.py counts it beside the ribbon
     print(
         f"\nS1's deep grey matter (AAL's, registered): {registered.sum() * voxel_ml:.1f} mL, "
-        f"{deep.sum() * voxel_ml:.1f} mL of it inside the white surface"
+        f"{deep.sum() * voxel_ml:.1f} mL of it inside the white surface; with the ribbon's "
+        f"{(atlas == 1).sum() * voxel_ml:.1f} mL, {((atlas == 1) | deep).sum() * voxel_ml:.1f} mL"
     )
     for name, found in methods.items():
-        grey = (found == 1).sum() * voxel_ml
         split = ", ".join(f"{((found == int(v)) & deep).sum() * voxel_ml:.1f} mL {t}" for v, t in NAMES.items())
-        print(
-            f"{name}: grey matter {grey:.0f} mL, {grey / reference:.3f} times the ribbon plus it ({reference:.0f} mL)"
-        )
         print(f"{name}: in the deep grey matter inside the white surface {split}")
 
 
