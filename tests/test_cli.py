@@ -60,7 +60,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     return {
         "missing": (tmp / "missing.nii.gz", "no such file"),
         "not a NIfTI (content)": (text, "not a readable NIfTI"),
-        "not a NIfTI (suffix)": (txt, "not a NIfTI file"),
+        "not an image (suffix)": (txt, "unknown image format (expected .nii, .nii.gz, .nrrd"),
         "empty": (empty, "empty file"),
         "corrupt": (truncated, "corrupt or truncated"),
         "2-D": (_nifti(tmp / "slice.nii.gz", (8, 8)), "expected a 3-D volume"),
@@ -75,7 +75,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     [
         "missing",
         "not a NIfTI (content)",
-        "not a NIfTI (suffix)",
+        "not an image (suffix)",
         "empty",
         "corrupt",
         "2-D",

@@ -93,6 +93,45 @@ def test_the_writer_round_trips_data_and_geometry_through_saveimaged(t1, tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+#: FreeSurfer's conformed orientation (LIA: x left, y inferior, z anterior), 1 mm: a permuted grid.
+LIA = np.array([[-1.0, 0, 0, 60], [0, 0, 1, -50], [0, -1, 0, 40], [0, 0, 0, 1]])
+
+
+def _volume_and_channels_last(t1, tmp_path, channels=(1,)):
+    """The crop on the LIA grid as a 3-D NIfTI and as 4-D NIfTIs with ``channels`` copies of it, channel-last."""
+    volume = sitk.GetArrayFromImage(t1).T
+    nib.save(nib.Nifti1Image(volume, LIA), str(tmp_path / "t1.nii.gz"))
+    for c in channels:
+        nib.save(nib.Nifti1Image(np.stack([volume] * c, -1), LIA), str(tmp_path / f"t1_{c}.nii.gz"))
+    return tmp_path / "t1.nii.gz", [tmp_path / f"t1_{c}.nii.gz" for c in channels]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_one_channel_of_a_channel_last_image_is_written_on_its_grid(t1, tmp_path, suffix):
+    """Labels of a 4-D NIfTI read channel-last (X, Y, Z, C), with C 1 (a volume as some converters write it) or 2,
+    keep the input's permuted grid: MONAI 1.6's writers took the one-channel data for 2-D and failed."""
+    three, fours = _volume_and_channels_last(t1, tmp_path, (1, 2))
+    for path in fours:
+        image = _load(path, bundle_readers())
+        save = SaveImaged("image", output_dir=str(tmp_path), output_postfix="seg", output_ext=suffix, resample=False,
+                          writer=sitk_io.writer_for(suffix), separate_folder=False, print_log=False)  # fmt: skip
+        save({"image": image[:1]})
+        back = sitk.ReadImage(str(tmp_path / (path.name.split(".")[0] + f"_seg{suffix}")))
+        assert back.GetDimension() == 3
+        assert_same_geometry(back, sitk.ReadImage(str(three)))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(t1))
+
+
+def test_a_four_d_nifti_with_one_channel_is_segmented_as_its_volume(t1, tmp_path):
+    three, (four,) = _volume_and_channels_last(t1, tmp_path)
+    expected = sitk.ReadImage(str(segment_image(three, tmp_path / "a.nii.gz", progress=False)))
+    labels = sitk.ReadImage(str(segment_image(four, tmp_path / "b.nii.gz", progress=False)))
+    assert labels.GetDimension() == 3
+    assert_same_geometry(labels, expected)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(expected))
+    assert set(np.unique(sitk.GetArrayFromImage(labels))) == {0, 1, 2, 3}
+
+
 class _Mirrors(torch.nn.Module):
     """A network that sees orientation: logits from the input and its coordinates."""
 

@@ -23,6 +23,7 @@ __all__ = [
     "list_images",
     "check_nifti",
     "check_output_path",
+    "unknown_format",
 ]
 
 #: File-name endings of NIfTI images.
@@ -104,6 +105,12 @@ def _first_bytes(path: Path) -> bytes:
         return b""  # unreadable: listed, and reported when it fails to read
 
 
+def unknown_format(path: str | os.PathLike) -> InputError:
+    """The error for a file whose name is none of the image formats se-monai reads."""
+    expected = ", ".join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))
+    return InputError(f"{path}: unknown image format (expected {expected} or a DICOM folder)")
+
+
 def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, int]:
     """Check that ``path`` is a readable NIfTI volume with ``channels`` channel(s).
 
@@ -117,8 +124,8 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
         The spatial shape ``(X, Y, Z)`` in voxels.
 
     Raises:
-        InputError: missing file, a folder, an empty file, not a NIfTI, corrupt or truncated data, wrong
-            dimensionality, wrong channel count, a volume with no voxels or a single slice.
+        InputError: missing file, a folder, an empty file, not a NIfTI (:func:`unknown_format`), corrupt or
+            truncated data, wrong dimensionality, wrong channel count, a volume with no voxels or a single slice.
     """
     path = Path(path)
     if not path.exists():
@@ -128,7 +135,7 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     if not is_nifti(path):
-        raise InputError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+        raise unknown_format(path)
     try:
         image = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:

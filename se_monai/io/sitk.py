@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from monai.data import ImageReader, ImageWriter, NibabelReader, NibabelWriter
 from monai.utils import ensure_tuple
 
-from se_monai.io.files import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, is_nifti
+from se_monai.io.files import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, is_nifti, unknown_format
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -175,8 +175,7 @@ def _read(path: Path, series: str | None) -> sitk.Image:
         reader.SetFileNames(files)
         return reader.Execute()
     if not (path.name.lower().endswith(IMAGE_SUFFIXES) or is_nifti(path)):
-        expected = ", ".join((*IMAGE_SUFFIXES, ".nii", ".nii.gz"))
-        raise InputError(f"{path}: unknown image format (expected {expected} or a DICOM folder)")
+        raise unknown_format(path)
     return sitk.ReadImage(str(path))
 
 
@@ -362,6 +361,9 @@ class SimpleITKWriter(ImageWriter):
     def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any):
         """Take ``affine`` (and, with ``resample``, resample to ``original_affine`` / ``spatial_shape``) from the
         metadata, as MONAI's writers do."""
+        if not resample:
+            _keep_grid(self, meta_dict)
+            return
         original_affine, affine, spatial_shape = self.get_meta_info(meta_dict)
         self.data_obj, self.affine = self.resample_if_needed(
             data_array=self.data_obj,
@@ -417,9 +419,26 @@ def bundle_readers(series: str | None = None) -> ImageReader:
     return _ByFormat(series)
 
 
+def _keep_grid(writer: ImageWriter, meta_dict: Mapping | None) -> None:
+    """``set_metadata`` without ``resample``: the writer's data keep their grid, with the metadata's ``affine``.
+    MONAI's writers resample onto the same grid instead, which MONAI 1.6 gets wrong when the image read was
+    channel-last (a 4-D NIfTI) and the data written have one channel: it takes them for 2-D and fails on a rotated
+    or permuted affine."""
+    if writer.output_dtype is None and hasattr(writer.data_obj, "dtype"):
+        writer.output_dtype = writer.data_obj.dtype
+    writer.affine = writer.get_meta_info(meta_dict)[1]
+
+
 class AtomicNibabelWriter(NibabelWriter):
     """MONAI's NIfTI writer (nibabel), writing to a temporary file beside the target and renaming it, so that an
     interrupted or failed write leaves no partial file (:func:`se_monai.ops.atomic.atomic_write`)."""
+
+    def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any):
+        """As MONAI's NibabelWriter; without ``resample``, the data are written as they are, with their ``affine``."""
+        if resample:
+            super().set_metadata(meta_dict, resample=True, **options)
+        else:
+            _keep_grid(self, meta_dict)
 
     def write(self, filename: os.PathLike, verbose: bool = False, **obj_kwargs: Any):
         """Write the image to ``filename`` (its folder is created), atomically."""
