@@ -241,6 +241,20 @@ def test_amp_chooses_the_precision_of_the_bundles_inference(t1, tmp_path):
     assert np.mean(runs[True].argmax(0) == runs[False].argmax(0)) > 0.99
 
 
+def test_upper_case_nifti_names_are_read_and_written_as_nifti(t1, tmp_path):
+    """``T1.NII.GZ`` (Windows tools, some DICOM converters) is a NIfTI in and out, alone and in a folder."""
+    sitk.WriteImage(t1, str(tmp_path / "brain.nii.gz"))
+    (tmp_path / "upper").mkdir()
+    shutil.copy(tmp_path / "brain.nii.gz", tmp_path / "upper" / "BRAIN.NII.GZ")
+    expected = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(segment_image(tmp_path / "brain.nii.gz", tmp_path / "a.nii.gz", progress=False)))
+    )
+    target = segment_image(tmp_path / "upper" / "BRAIN.NII.GZ", tmp_path / "SEG.NII.GZ", progress=False)
+    assert nib.load(str(target)).shape == t1.GetSize()  # nibabel reads it: a gzipped NIfTI
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(target))), expected)
+    assert [c.name for c in find_cases(tmp_path / "upper")[0]] == ["BRAIN"]
+
+
 def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()

@@ -41,15 +41,16 @@ class InputError(ValueError):
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
-    """Whether the file name ends in one of :data:`NIFTI_SUFFIXES`."""
-    return Path(path).name.endswith(NIFTI_SUFFIXES)
+    """Whether the file name ends in one of :data:`NIFTI_SUFFIXES`, in any case (``T1.NII.GZ`` from Windows tools)."""
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def nifti_stem(path: str | os.PathLike) -> str:
-    """The file name without its NIfTI ending (``case_001.nii.gz`` -> ``case_001``); other names are returned whole."""
+    """The file name without its NIfTI ending, in any case (``case_001.nii.gz`` -> ``case_001``); other names are
+    returned whole."""
     name = Path(path).name
     for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
