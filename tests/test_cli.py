@@ -57,12 +57,15 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     empty.write_bytes(b"")
     truncated = tmp / "truncated.nii.gz"
     truncated.write_bytes(gzip.compress(gzip.decompress(good.read_bytes())[:400]))
+    misnamed = tmp / "download.nii"  # a browser or a copy dropped the .gz
+    misnamed.write_bytes(good.read_bytes())
     return {
         "missing": (tmp / "missing.nii.gz", "no such file"),
         "not a NIfTI (content)": (text, "not a readable NIfTI"),
         "not an image (suffix)": (txt, "unknown image format (expected .nii, .nii.gz, .nrrd"),
         "empty": (empty, "empty file"),
         "corrupt": (truncated, "corrupt or truncated"),
+        "gzip named .nii": (misnamed, "gzip-compressed, named .nii: rename it to end in .nii.gz"),
         "2-D": (_nifti(tmp / "slice.nii.gz", (8, 8)), "expected a 3-D volume"),
         "5-D": (_nifti(tmp / "five.nii.gz", (4, 4, 4, 1, 2)), "expected a 3-D volume"),
         "channels": (_nifti(tmp / "two_channels.nii.gz", (8, 8, 8, 2)), "has 2 channels"),
@@ -78,6 +81,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "not an image (suffix)",
         "empty",
         "corrupt",
+        "gzip named .nii",
         "2-D",
         "5-D",
         "channels",

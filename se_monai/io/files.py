@@ -34,6 +34,8 @@ IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: beside every file on foreign file systems and into archives, e.g. the Medical Segmentation Decathlon's): named
 #: like the image they describe, with no image in them.
 _APPLE_MAGIC = (b"\x00\x05\x16\x00", b"\x00\x05\x16\x07")
+#: First bytes of a gzip stream.
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class InputError(ValueError):
@@ -140,6 +142,8 @@ def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, i
     try:
         image = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
+        if path.name.lower().endswith(".nii") and _first_bytes(path)[:2] == _GZIP_MAGIC:
+            raise InputError(f"{path}: gzip-compressed, named .nii: rename it to end in .nii.gz") from err
         raise InputError(f"{path}: not a readable NIfTI image ({type(err).__name__}: {err})".splitlines()[0]) from err
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image ({type(image).__name__})")
