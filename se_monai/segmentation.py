@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from se_monai.engines import CasesFailed, describe_failure
 from se_monai.io import (
-    IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
     InputError,
     check_nifti,
@@ -39,6 +38,7 @@ from se_monai.io import (
     nifti_stem,
 )
 from se_monai.io.dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
+from se_monai.io.files import no_images_error
 from se_monai.io.sitk import (
     LABEL_SUFFIXES,
     dicom_series,
@@ -416,7 +416,7 @@ def segment_folder(
         raise InputError(f"--output_ext {output_ext}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
     cases, notes = find_cases(input_dir)
     if not cases:
-        raise InputError(f"{input_dir}: no image ({', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))}) or DICOM series")
+        raise no_images_error(input_dir)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: not a folder")

@@ -329,6 +329,15 @@ def test_folders_and_channels_that_cannot_be_used_are_one_line_errors(t1, tmp_pa
     done = run_cli("segment", str(tmp_path / "empty"), str(tmp_path / "labels"))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert f"{tmp_path / 'empty'}: no image" in done.stderr and "or DICOM series" in done.stderr
+    anat = tmp_path / "bids" / "sub-01" / "anat"  # a BIDS dataset: its scans in subfolders
+    anat.mkdir(parents=True)
+    sitk.WriteImage(t1, str(anat / "sub-01_T1w.nii.gz"))
+    done = run_cli("segment", str(tmp_path / "bids"), str(tmp_path / "labels"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"se-monai: error: {tmp_path / 'bids'}: no image (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM series; "
+        "subfolders are searched for DICOM only (found sub-01/anat/sub-01_T1w.nii.gz)"
+    ]
+    shutil.rmtree(tmp_path / "bids")
     done = run_cli("segment", str(tmp_path), str(tmp_path / "labels"), "--output_ext", ".mhd")
     assert done.returncode == 2 and "--output_ext .mhd: expected one of .nii, .nii.gz, .nrrd, .mha" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "two.nrrd"]  # nothing written

@@ -23,6 +23,7 @@ __all__ = [
     "list_images",
     "check_nifti",
     "check_output_path",
+    "no_images_error",
     "unknown_format",
 ]
 
@@ -98,6 +99,18 @@ def list_images(
         else:
             images.append(str(path))
     return images, ignored
+
+
+def no_images_error(folder: str | os.PathLike) -> InputError:
+    """The error for a folder with no image and no DICOM series for ``se-monai segment``; it names an image in a
+    subfolder if there is one (a BIDS dataset keeps its scans in ``sub-*/anat/``), since only DICOM series are looked
+    for below the folder."""
+    suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+    folder = Path(folder)
+    below = (p for p in sorted(folder.rglob("*")) if p.name.lower().endswith(suffixes) and not is_hidden(p))
+    first = next(below, None)
+    hint = "" if first is None else f"; subfolders are searched for DICOM only (found {first.relative_to(folder)})"
+    return InputError(f"{folder}: no image ({', '.join(suffixes)}) or DICOM series{hint}")
 
 
 def _first_bytes(path: Path) -> bytes:
