@@ -122,7 +122,9 @@ def test_one_channel_of_a_channel_last_image_is_written_on_its_grid(t1, tmp_path
         np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(t1))
 
 
-def test_a_four_d_nifti_with_one_channel_is_segmented_as_its_volume(t1, tmp_path):
+def test_a_four_d_nifti_with_one_volume_and_upper_case_names_are_segmented_as_the_volume(t1, tmp_path):
+    """(X, Y, Z, 1) on a permuted grid, and ``T1.NII.GZ`` (Windows tools, some DICOM converters): NIfTI in and out,
+    the labels of the 3-D file, alone and in a folder."""
     three, (four,) = _volume_and_channels_last(t1, tmp_path)
     expected = sitk.ReadImage(str(segment_image(three, tmp_path / "a.nii.gz", progress=False)))
     labels = sitk.ReadImage(str(segment_image(four, tmp_path / "b.nii.gz", progress=False)))
@@ -130,6 +132,12 @@ def test_a_four_d_nifti_with_one_channel_is_segmented_as_its_volume(t1, tmp_path
     assert_same_geometry(labels, expected)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(expected))
     assert set(np.unique(sitk.GetArrayFromImage(labels))) == {0, 1, 2, 3}
+    (tmp_path / "upper").mkdir()
+    shutil.copy(three, tmp_path / "upper" / "BRAIN.NII.GZ")
+    target = segment_image(tmp_path / "upper" / "BRAIN.NII.GZ", tmp_path / "SEG.NII.GZ", progress=False)
+    assert nib.load(str(target)).shape == t1.GetSize()  # nibabel reads it: a gzipped NIfTI
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(target))), sitk.GetArrayFromImage(expected))
+    assert [c.name for c in find_cases(tmp_path / "upper")[0]] == ["BRAIN"]
 
 
 class _Mirrors(torch.nn.Module):
@@ -239,20 +247,6 @@ def test_amp_chooses_the_precision_of_the_bundles_inference(t1, tmp_path):
     # intensity refinement's EM counts the voxels the network labels tissue)
     assert difference.max() > 0 and difference.mean() < 1e-3 and np.quantile(difference, 0.999) < 0.1
     assert np.mean(runs[True].argmax(0) == runs[False].argmax(0)) > 0.99
-
-
-def test_upper_case_nifti_names_are_read_and_written_as_nifti(t1, tmp_path):
-    """``T1.NII.GZ`` (Windows tools, some DICOM converters) is a NIfTI in and out, alone and in a folder."""
-    sitk.WriteImage(t1, str(tmp_path / "brain.nii.gz"))
-    (tmp_path / "upper").mkdir()
-    shutil.copy(tmp_path / "brain.nii.gz", tmp_path / "upper" / "BRAIN.NII.GZ")
-    expected = sitk.GetArrayFromImage(
-        sitk.ReadImage(str(segment_image(tmp_path / "brain.nii.gz", tmp_path / "a.nii.gz", progress=False)))
-    )
-    target = segment_image(tmp_path / "upper" / "BRAIN.NII.GZ", tmp_path / "SEG.NII.GZ", progress=False)
-    assert nib.load(str(target)).shape == t1.GetSize()  # nibabel reads it: a gzipped NIfTI
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(target))), expected)
-    assert [c.name for c in find_cases(tmp_path / "upper")[0]] == ["BRAIN"]
 
 
 def test_a_folder_is_segmented_case_by_case_and_resumes(t1, tmp_path):

@@ -362,8 +362,7 @@ class SimpleITKWriter(ImageWriter):
         """Take ``affine`` (and, with ``resample``, resample to ``original_affine`` / ``spatial_shape``) from the
         metadata, as MONAI's writers do."""
         if not resample:
-            _keep_grid(self, meta_dict)
-            return
+            return _keep_grid(self, meta_dict)
         original_affine, affine, spatial_shape = self.get_meta_info(meta_dict)
         self.data_obj, self.affine = self.resample_if_needed(
             data_array=self.data_obj,
@@ -420,10 +419,9 @@ def bundle_readers(series: str | None = None) -> ImageReader:
 
 
 def _keep_grid(writer: ImageWriter, meta_dict: Mapping | None) -> None:
-    """``set_metadata`` without ``resample``: the writer's data keep their grid, with the metadata's ``affine``.
-    MONAI's writers resample onto the same grid instead, which MONAI 1.6 gets wrong when the image read was
-    channel-last (a 4-D NIfTI) and the data written have one channel: it takes them for 2-D and fails on a rotated
-    or permuted affine."""
+    """``set_metadata`` without ``resample``: the data keep their grid and take the metadata's ``affine`` (MONAI's
+    writers resample onto the same grid, which MONAI 1.6 gets wrong for one channel of a channel-last input, e.g. a
+    4-D NIfTI: it takes the data for 2-D and fails on a rotated or permuted affine)."""
     if writer.output_dtype is None and hasattr(writer.data_obj, "dtype"):
         writer.output_dtype = writer.data_obj.dtype
     writer.affine = writer.get_meta_info(meta_dict)[1]
@@ -435,10 +433,9 @@ class AtomicNibabelWriter(NibabelWriter):
 
     def set_metadata(self, meta_dict: Mapping | None = None, resample: bool = True, **options: Any):
         """As MONAI's NibabelWriter; without ``resample``, the data are written as they are, with their ``affine``."""
-        if resample:
-            super().set_metadata(meta_dict, resample=True, **options)
-        else:
-            _keep_grid(self, meta_dict)
+        if not resample:
+            return _keep_grid(self, meta_dict)
+        super().set_metadata(meta_dict, resample=True, **options)
 
     def write(self, filename: os.PathLike, verbose: bool = False, **obj_kwargs: Any):
         """Write the image to ``filename`` (its folder is created), atomically."""
