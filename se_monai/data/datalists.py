@@ -14,7 +14,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from se_monai.io.files import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, list_images
+from se_monai.io.files import READ_SUFFIXES, InputError, list_images
 
 __all__ = [
     "images_to_segment",
@@ -50,7 +50,7 @@ def images_to_segment(folder: str | os.PathLike) -> list[str]:
     for path, reason in ignored.items():
         LOGGER.info(f"{path}: ignored ({reason})")
     if not files:
-        raise FileNotFoundError(f"{source}: no image files ({', '.join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"{source}: no image files ({', '.join(READ_SUFFIXES)})")
     return files
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "NIFTI_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "READ_SUFFIXES",
     "is_nifti",
     "nifti_stem",
     "is_hidden",
@@ -31,6 +32,8 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: File-name endings of images read through SimpleITK (:mod:`se_monai.io.sitk`), besides DICOM series folders.
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: File-name endings of every image file se-monai reads (lower case; names are matched in any case).
+READ_SUFFIXES = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
 #: First bytes of macOS AppleSingle and AppleDouble files (resource forks and Finder metadata that macOS writes
 #: beside every file on foreign file systems and into archives, e.g. the Medical Segmentation Decathlon's): named
 #: like the image they describe, with no image in them.
@@ -66,7 +69,7 @@ def is_hidden(path: str | os.PathLike) -> bool:
 
 
 def list_images(
-    folder: str | os.PathLike, suffixes: tuple[str, ...] = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
+    folder: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES
 ) -> tuple[list[str], dict[str, str]]:
     """The image files directly inside ``folder``, as real archives hold them.
 
@@ -105,12 +108,11 @@ def no_images_error(folder: str | os.PathLike) -> InputError:
     """The error for a folder with no image and no DICOM series for ``se-monai segment``; it names an image in a
     subfolder if there is one (a BIDS dataset keeps its scans in ``sub-*/anat/``), since only DICOM series are looked
     for below the folder."""
-    suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
     folder = Path(folder)
-    below = (p for p in sorted(folder.rglob("*")) if p.name.lower().endswith(suffixes) and not is_hidden(p))
+    below = (p for p in sorted(folder.rglob("*")) if p.name.lower().endswith(READ_SUFFIXES) and not is_hidden(p))
     first = next(below, None)
     hint = "" if first is None else f"; subfolders are searched for DICOM only (found {first.relative_to(folder)})"
-    return InputError(f"{folder}: no image ({', '.join(suffixes)}) or DICOM series{hint}")
+    return InputError(f"{folder}: no image ({', '.join(READ_SUFFIXES)}) or DICOM series{hint}")
 
 
 def _first_bytes(path: Path) -> bytes:
@@ -123,8 +125,7 @@ def _first_bytes(path: Path) -> bytes:
 
 def unknown_format(path: str | os.PathLike) -> InputError:
     """The error for a file whose name is none of the image formats se-monai reads."""
-    expected = ", ".join((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES))
-    return InputError(f"{path}: unknown image format (expected {expected} or a DICOM folder)")
+    return InputError(f"{path}: unknown image format (expected {', '.join(READ_SUFFIXES)} or a DICOM folder)")
 
 
 def check_nifti(path: str | os.PathLike, channels: int = 1) -> tuple[int, int, int]:

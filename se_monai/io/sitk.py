@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from monai.data import ImageReader, ImageWriter, NibabelReader, NibabelWriter
 from monai.utils import ensure_tuple
 
-from se_monai.io.files import IMAGE_SUFFIXES, NIFTI_SUFFIXES, InputError, is_nifti, unknown_format
+from se_monai.io.files import IMAGE_SUFFIXES, READ_SUFFIXES, InputError, is_nifti, unknown_format
 from se_monai.ops.atomic import atomic_write
 
 __all__ = [
@@ -291,8 +291,7 @@ class SimpleITKReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
         """Whether every name is a folder or a NIfTI, NRRD or MetaImage file."""
-        suffixes = (*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)
-        return all(Path(f).is_dir() or str(f).lower().endswith(suffixes) for f in ensure_tuple(filename))
+        return all(Path(f).is_dir() or str(f).lower().endswith(READ_SUFFIXES) for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> sitk.Image | list[sitk.Image]:
         """The SimpleITK image(s) of a file, a DICOM folder or a list of them.
